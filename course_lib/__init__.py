@@ -1,0 +1,28 @@
+"""course_lib: the tested pieces built in *Cross-Attention from Scratch*, in lesson order."""
+from .attention import MultiHeadAttention, SourceKV, scaled_dot_product_attention
+from .cache import DecoderCache, KVCache
+from .generate import CACHE_MODES, Generation, beam_search, greedy_decode
+from .layers import DecoderLayer, EncoderLayer, FeedForward, PositionalEncoding, sinusoidal_positions
+from .masks import (
+    additive_mask_from_mask,
+    causal_mask,
+    combine_masks,
+    document_mask,
+    key_padding_mask_from_mask,
+    mask_from_additive_mask,
+    mask_from_key_padding_mask,
+    padding_mask,
+    padding_mask_from_ids,
+)
+from .model import AttentionMaps, Decoder, Encoder, Seq2SeqTransformer, TransformerConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttentionMaps", "CACHE_MODES", "Decoder", "DecoderCache", "DecoderLayer", "Encoder", "EncoderLayer",
+    "FeedForward", "Generation", "KVCache", "MultiHeadAttention", "PositionalEncoding", "Seq2SeqTransformer",
+    "SourceKV", "TransformerConfig", "additive_mask_from_mask", "beam_search", "causal_mask", "combine_masks",
+    "document_mask", "greedy_decode", "key_padding_mask_from_mask", "mask_from_additive_mask",
+    "mask_from_key_padding_mask", "padding_mask", "padding_mask_from_ids", "scaled_dot_product_attention",
+    "sinusoidal_positions", "__version__",
+]

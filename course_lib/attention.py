@@ -1,0 +1,245 @@
+"""Scaled dot-product attention and multi-head attention, written out by hand.
+
+Conventions (the same everywhere in the course):
+- batch-first tensors: ``[B, T, D]``; per head ``[B, H, T, d_head]``;
+  attention weights ``[B, H, T_q, T_k]``.
+- masks are bool, **True = may attend** (the convention of ``F.scaled_dot_product_attention``).
+- a query row with no key to attend to gets zero weights and a zero output, never NaN.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import (
+    require_bool_mask,
+    require_broadcastable,
+    require_ndim,
+    require_nonempty,
+    require_tensor,
+    shape_str,
+)
+
+
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> torch.Size:
+    """Validate q, k, v and return the shape of the scores, ``[..., T_q, T_k]``."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        require_tensor(name, x)
+        if x.ndim < 2:
+            raise ValueError(f"{name} must have shape [..., T, d] (at least 2 dims); got {shape_str(x.shape)}")
+        require_nonempty(name, x, -2, "sequence")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same feature size d_k: q is {shape_str(q.shape)} (d_k={q.shape[-1]}), "
+            f"k is {shape_str(k.shape)} (d_k={k.shape[-1]})"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same length T_k: k is {shape_str(k.shape)} (T_k={k.shape[-2]}), "
+            f"v is {shape_str(v.shape)} (T_k={v.shape[-2]})"
+        )
+    try:
+        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            "q, k and v must have matching (or broadcastable) batch dims before [T, d]: "
+            f"got q {shape_str(q.shape)}, k {shape_str(k.shape)}, v {shape_str(v.shape)}"
+        ) from None
+    return torch.Size((*batch, q.shape[-2], k.shape[-2]))
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Attention written out: ``softmax(q @ k^T * scale, masked) @ v``.
+
+    Args:
+        q: queries ``[..., T_q, d_k]``.
+        k: keys ``[..., T_k, d_k]``.
+        v: values ``[..., T_k, d_v]``.
+        mask: optional bool mask broadcastable to ``[..., T_q, T_k]``; True = may attend.
+        scale: factor applied to the scores; default ``1 / sqrt(d_k)``.
+        dropout_p: dropout on the attention weights (only pass > 0 while training).
+
+    Returns:
+        ``(output [..., T_q, d_v], attn_weights [..., T_q, T_k])``. A query row whose keys are all
+        masked gets weights 0 and output 0.
+
+    Raises:
+        ValueError: on mismatched feature sizes or lengths, empty sequences, or a mask that is not
+        bool or does not broadcast to the scores.
+    """
+    scores_shape = _check_qkv(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    attn_scores = q @ k.transpose(-2, -1) * scale  # [..., T_q, T_k]
+    if mask is None:
+        attn_weights = torch.softmax(attn_scores, dim=-1)
+    else:
+        require_tensor("mask", mask)
+        require_bool_mask("mask", mask)
+        require_broadcastable("mask", mask, scores_shape, "(the scores' shape [..., T_q, T_k])")
+        row_has_key = mask.any(dim=-1, keepdim=True)  # [..., T_q, 1]
+        attn_scores = attn_scores.masked_fill(~mask, float("-inf"))
+        # A row with every key masked would be softmax(-inf, ..., -inf) = NaN: give it zeros instead.
+        attn_scores = attn_scores.masked_fill(~row_has_key, 0.0)
+        attn_weights = torch.softmax(attn_scores, dim=-1).masked_fill(~mask, 0.0)
+    if dropout_p > 0.0:
+        attn_weights = F.dropout(attn_weights, p=dropout_p)
+    context = attn_weights @ v  # [..., T_q, d_v]
+    return context, attn_weights
+
+
+class KVCacheLike(Protocol):
+    """Anything with ``append(k, v) -> (k_all, v_all)``, such as ``course_lib.cache.KVCache``."""
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class SourceKV(NamedTuple):
+    """Keys and values projected from a source sequence, each ``[B, H, S, d_head]``."""
+
+    k: Tensor
+    v: Tensor
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention for self-attention (one input) and cross-attention (a separate source).
+
+    ``forward(x)`` attends from ``x`` to itself; ``forward(x, source)`` takes queries from ``x``
+    ``[B, T_q, d_model]`` and keys/values from ``source`` ``[B, T_k, d_source]``.
+
+    Args:
+        d_model: size of the queries and of the output.
+        n_heads: number of heads; must divide ``d_model``.
+        dropout: dropout on the attention weights while training.
+        d_source: feature size of a cross-attention source, if it differs from ``d_model``.
+        bias: whether the four projections have biases.
+        use_sdpa: compute with ``F.scaled_dot_product_attention`` when weights are not requested
+            (same result, faster); False always uses the hand-written path.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        dropout: float = 0.0,
+        d_source: int | None = None,
+        bias: bool = True,
+        use_sdpa: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if d_model <= 0 or n_heads <= 0:
+            raise ValueError(f"d_model and n_heads must be positive; got d_model={d_model}, n_heads={n_heads}")
+        if d_model % n_heads != 0:
+            raise ValueError(
+                f"n_heads must divide d_model: got d_model={d_model}, n_heads={n_heads} "
+                f"({d_model} / {n_heads} = {d_model / n_heads:g}, expected a whole number)"
+            )
+        factory = {"device": device, "dtype": dtype}
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.d_source = d_model if d_source is None else d_source
+        self.dropout, self.use_sdpa = dropout, use_sdpa
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
+        self.k_proj = nn.Linear(self.d_source, d_model, bias=bias, **factory)
+        self.v_proj = nn.Linear(self.d_source, d_model, bias=bias, **factory)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """``[B, T, d_model]`` -> ``[B, H, T, d_head]``."""
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        """``[B, H, T, d_head]`` -> ``[B, T, d_model]``."""
+        batch, _, length, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, length, self.d_model)
+
+    def project_source(self, source: Tensor) -> SourceKV:
+        """Project a source ``[B, S, d_source]`` to per-head keys and values ``[B, H, S, d_head]``.
+
+        Cross-attention calls this once per source and reuses the result at every decoding step.
+        """
+        self._check_input("source", source, self.d_source)
+        return SourceKV(self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source)))
+
+    def _check_input(self, name: str, x: Tensor, width: int) -> None:
+        require_tensor(name, x)
+        require_ndim(name, x, 3, "[B, T, d]")
+        require_nonempty(name, x, 1, "sequence")
+        if x.shape[-1] != width:
+            raise ValueError(f"{name} must have feature size {width}; got shape {shape_str(x.shape)}")
+
+    def forward(
+        self,
+        x: Tensor,
+        source: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+        kv_cache: KVCacheLike | None = None,
+        source_kv: SourceKV | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``x`` to ``source`` (or to ``x`` itself when no source is given).
+
+        Args:
+            x: queries' input ``[B, T_q, d_model]``.
+            source: keys' and values' input ``[B, T_k, d_source]``; None means self-attention.
+            mask: bool, True = may attend; ``[T_q, T_k]``, ``[B, T_q, T_k]`` or
+                ``[B, 1 or H, 1 or T_q, T_k]`` (e.g. a padding mask ``[B, 1, 1, T_k]``).
+            need_weights: also return the attention weights ``[B, H, T_q, T_k]``.
+            kv_cache: a self-attention cache; this step's keys and values are appended to it and
+                the queries attend to everything cached so far.
+            source_kv: keys and values already projected by ``project_source`` (cross-attention
+                cache); when given, ``source`` is not needed.
+
+        Returns:
+            ``(output [B, T_q, d_model], attn_weights [B, H, T_q, T_k] or None)``.
+        """
+        self._check_input("x", x, self.d_model)
+        q = self.split_heads(self.q_proj(x))  # [B, H, T_q, d_head]
+        if source_kv is not None:
+            k, v = source_kv  # [B, H, T_k, d_head]
+        else:
+            if source is None:
+                source = x
+            elif source.ndim == 3 and source.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"x and source must have the same batch size: x is {shape_str(x.shape)}, "
+                    f"source is {shape_str(source.shape)}"
+                )
+            k, v = self.project_source(source)  # [B, H, T_k, d_head]
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)  # [B, H, T_cached + T_q, d_head]
+        if k.shape[0] != q.shape[0]:
+            raise ValueError(f"source_kv has batch size {k.shape[0]}, but x has {q.shape[0]}: {shape_str(x.shape)}")
+        if mask is not None:
+            require_tensor("mask", mask)
+            require_bool_mask("mask", mask)
+            if mask.ndim == 3:
+                mask = mask.unsqueeze(1)  # [B, 1, T_q, T_k]
+            require_broadcastable(
+                "mask", mask, torch.Size((q.shape[0], self.n_heads, q.shape[2], k.shape[2])), "[B, H, T_q, T_k]"
+            )
+        dropout_p = self.dropout if self.training else 0.0
+        if self.use_sdpa and not need_weights:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            if mask is not None:  # rows with no visible key: zeros, as in the hand-written path
+                context = context.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+            attn_weights = None
+        else:
+            context, attn_weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
+        output = self.out_proj(self.merge_heads(context))  # [B, T_q, d_model]
+        return output, attn_weights

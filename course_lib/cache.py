@@ -1,0 +1,89 @@
+"""Caches for autoregressive decoding.
+
+- ``KVCache``: one decoder layer's self-attention keys and values, growing by one step at a time.
+- ``DecoderCache``: for every decoder layer, the cross-attention keys and values computed once from
+  the encoder output (they never change while decoding one source) and, optionally, a ``KVCache``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._checks import shape_str
+from .attention import SourceKV
+
+
+class KVCache:
+    """Self-attention keys and values of the positions decoded so far, each ``[B, H, T, d_head]``."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """Number of positions cached."""
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add this step's keys and values ``[B, H, T_new, d_head]``; return all of them
+        ``[B, H, T_cached + T_new, d_head]``."""
+        if self.k is None or self.v is None:
+            self.k, self.v = k, v
+        else:
+            if k.shape[:2] != self.k.shape[:2] or k.shape[3] != self.k.shape[3]:
+                raise ValueError(
+                    f"new keys {shape_str(k.shape)} do not fit the cache {shape_str(self.k.shape)}: "
+                    "expected the same [B, H, *, d_head]"
+                )
+            self.k = torch.cat([self.k, k], dim=2)  # [B, H, T_cached + T_new, d_head]
+            self.v = torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (beam search: the beams that survived this step)."""
+        if self.k is not None and self.v is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+    def nbytes(self) -> int:
+        if self.k is None or self.v is None:
+            return 0
+        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
+
+
+@dataclass
+class DecoderCache:
+    """Everything a decoder can reuse between decoding steps, one entry per layer.
+
+    Attributes:
+        memory_kv: cross-attention keys and values per layer, ``[B, H, S, d_head]`` each, or None
+            to recompute them from the encoder output at every step.
+        self_kv: self-attention caches per layer, or None to recompute the whole target prefix at
+            every step.
+    """
+
+    memory_kv: list[SourceKV] | None = None
+    self_kv: list[KVCache] | None = None
+
+    @property
+    def length(self) -> int:
+        """Number of target positions already in the self-attention cache (0 without one)."""
+        return 0 if not self.self_kv else self.self_kv[0].length
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` of the self-attention caches.
+
+        The cross-attention keys and values need no reordering in beam search: every beam of one
+        source shares the same source, so its rows are identical.
+        """
+        for layer_cache in self.self_kv or []:
+            layer_cache.reorder(index)
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached tensors."""
+        total = sum(c.nbytes() for c in self.self_kv or [])
+        for k, v in self.memory_kv or []:
+            total += k.numel() * k.element_size() + v.numel() * v.element_size()
+        return total

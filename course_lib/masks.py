@@ -1,0 +1,142 @@
+"""Attention masks. Course convention: bool, **True = may attend**, shaped to broadcast over
+``[B, H, T_q, T_k]``: a padding mask is ``[B, 1, 1, S]``, a causal mask ``[T, T]``, a combined one
+``[B, 1, T, S]``.
+
+PyTorch uses two other conventions, and the converters here say in their names which way they go:
+- ``nn.MultiheadAttention``'s ``key_padding_mask`` ``[B, S]``: bool, True = *ignore*;
+- additive float masks: 0 where attending is allowed, ``-inf`` where it is not.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import require_bool_mask, require_ndim, require_tensor, shape_str
+
+
+def padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
+    """Mask of real tokens from sequence lengths.
+
+    Args:
+        lengths: ``[B]`` integer lengths, each in ``1..max_len``.
+        max_len: padded length S; default ``lengths.max()``.
+
+    Returns:
+        bool ``[B, 1, 1, S]``, True at real tokens (positions ``< length``).
+    """
+    require_tensor("lengths", lengths)
+    require_ndim("lengths", lengths, 1, "[B]")
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be an integer tensor; got dtype {lengths.dtype}")
+    if lengths.numel() == 0:
+        raise ValueError("lengths is empty: expected one length per sequence, shape [B] with B >= 1")
+    max_len = int(lengths.max()) if max_len is None else max_len
+    if int(lengths.min()) < 1 or int(lengths.max()) > max_len:
+        raise ValueError(
+            f"every length must be in 1..{max_len} (max_len); got lengths {lengths.tolist()}"
+        )
+    positions = torch.arange(max_len, device=lengths.device)  # [S]
+    return (positions < lengths[:, None])[:, None, None, :]  # [B, 1, 1, S]
+
+
+def padding_mask_from_ids(token_ids: Tensor, pad_id: int) -> Tensor:
+    """Mask of real tokens from padded token ids ``[B, S]``: bool ``[B, 1, 1, S]``, True where
+    ``token_ids != pad_id``."""
+    require_tensor("token_ids", token_ids)
+    require_ndim("token_ids", token_ids, 2, "[B, S]")
+    if token_ids.shape[1] == 0:
+        raise ValueError(f"token_ids has an empty sequence: got shape {shape_str(token_ids.shape)}")
+    return (token_ids != pad_id)[:, None, None, :]
+
+
+def causal_mask(t_q: int, t_k: int | None = None, *, device: torch.device | str | None = None) -> Tensor:
+    """Mask that lets each query see only keys at its own position or earlier.
+
+    With ``t_k > t_q`` the queries are the *last* ``t_q`` positions of ``t_k`` (as when new tokens
+    attend to a cache): query ``i`` sees keys ``j <= i + (t_k - t_q)``.
+
+    Returns:
+        bool ``[t_q, t_k]``, lower-triangular.
+    """
+    t_k = t_q if t_k is None else t_k
+    if t_q < 1 or t_k < t_q:
+        raise ValueError(f"causal_mask needs 1 <= t_q <= t_k; got t_q={t_q}, t_k={t_k}")
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
+
+
+def combine_masks(*masks: Tensor | None) -> Tensor | None:
+    """AND of bool masks (True = may attend), broadcast together; ``None`` entries are skipped.
+
+    E.g. a padding mask ``[B, 1, 1, T]`` and a causal mask ``[T, T]`` give ``[B, 1, T, T]``.
+    """
+    present = [m for m in masks if m is not None]
+    combined: Tensor | None = None
+    for i, mask in enumerate(present):
+        require_tensor(f"masks[{i}]", mask)
+        require_bool_mask(f"masks[{i}]", mask)
+        if combined is None:
+            combined = mask
+            continue
+        try:
+            torch.broadcast_shapes(combined.shape, mask.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"masks do not broadcast together: {shape_str(combined.shape)} and {shape_str(mask.shape)}"
+            ) from None
+        combined = combined & mask
+    return combined
+
+
+def document_mask(segment_ids: Tensor) -> Tensor:
+    """Block-diagonal mask for several sequences packed into one row.
+
+    Args:
+        segment_ids: ``[B, T]`` integer id of the document each position belongs to.
+
+    Returns:
+        bool ``[B, 1, T, T]``: True where query and key belong to the same document.
+    """
+    require_tensor("segment_ids", segment_ids)
+    require_ndim("segment_ids", segment_ids, 2, "[B, T]")
+    return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # [B, 1, T, T]
+
+
+def key_padding_mask_from_mask(mask: Tensor) -> Tensor:
+    """Course padding mask ``[B, 1, 1, S]`` (True = attend) -> PyTorch ``key_padding_mask`` ``[B, S]``
+    (True = ignore), as ``nn.MultiheadAttention`` and ``nn.Transformer`` expect."""
+    require_tensor("mask", mask)
+    require_bool_mask("mask", mask)
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[2] != 1:
+        raise ValueError(f"mask must be a padding mask of shape [B, 1, 1, S]; got {shape_str(mask.shape)}")
+    return ~mask[:, 0, 0, :]
+
+
+def mask_from_key_padding_mask(key_padding_mask: Tensor) -> Tensor:
+    """PyTorch ``key_padding_mask`` ``[B, S]`` (True = ignore) -> course mask ``[B, 1, 1, S]``
+    (True = attend)."""
+    require_tensor("key_padding_mask", key_padding_mask)
+    if key_padding_mask.dtype != torch.bool:
+        raise ValueError(f"key_padding_mask must be bool (True = ignore); got dtype {key_padding_mask.dtype}")
+    require_ndim("key_padding_mask", key_padding_mask, 2, "[B, S]")
+    return ~key_padding_mask[:, None, None, :]
+
+
+def additive_mask_from_mask(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Bool mask (True = attend) -> additive float mask: 0 where True, ``-inf`` where False."""
+    require_tensor("mask", mask)
+    require_bool_mask("mask", mask)
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype; got {dtype}")
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return additive.masked_fill(~mask, float("-inf"))
+
+
+def mask_from_additive_mask(additive_mask: Tensor) -> Tensor:
+    """Additive float mask -> bool mask: True (attend) where the value is finite, False at ``-inf``.
+
+    Large finite negative values (e.g. ``-1e9``) count as blocked too: anything ``<= -1e4``.
+    """
+    require_tensor("additive_mask", additive_mask)
+    if not additive_mask.dtype.is_floating_point:
+        raise ValueError(f"additive_mask must be a float tensor (0 / -inf); got dtype {additive_mask.dtype}")
+    return additive_mask > -1e4
