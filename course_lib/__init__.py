@@ -1,6 +1,7 @@
 """course_lib: the tested pieces built in *Cross-Attention from Scratch*, in lesson order."""
 from .attention import MultiHeadAttention, SourceKV, scaled_dot_product_attention
 from .cache import DecoderCache, KVCache
+from .env import pick_device, seed_everything
 from .generate import CACHE_MODES, Generation, beam_search, greedy_decode
 from .layers import DecoderLayer, EncoderLayer, FeedForward, PositionalEncoding, sinusoidal_positions
 from .masks import (
@@ -23,6 +24,6 @@ __all__ = [
     "FeedForward", "Generation", "KVCache", "MultiHeadAttention", "PositionalEncoding", "Seq2SeqTransformer",
     "SourceKV", "TransformerConfig", "additive_mask_from_mask", "beam_search", "causal_mask", "combine_masks",
     "document_mask", "greedy_decode", "key_padding_mask_from_mask", "mask_from_additive_mask",
-    "mask_from_key_padding_mask", "padding_mask", "padding_mask_from_ids", "scaled_dot_product_attention",
-    "sinusoidal_positions", "__version__",
+    "mask_from_key_padding_mask", "padding_mask", "padding_mask_from_ids", "pick_device",
+    "scaled_dot_product_attention", "seed_everything", "sinusoidal_positions", "__version__",
 ]
