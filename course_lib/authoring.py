@@ -1,6 +1,6 @@
 """Tools for the course's authors and instructors (not needed by learners).
 
-    python -m course_lib.authoring exercises           # regenerate exercises/ from solutions/, then run them
+    python -m course_lib.authoring exercises [NAME...] # regenerate exercises/ from solutions/, then run them
     python -m course_lib.authoring run NOTEBOOK...     # execute notebooks in place, store outputs, print times
     python -m course_lib.authoring setup-cells         # rewrite every notebook's setup cell from SETUP_CELL
 
@@ -171,13 +171,19 @@ def sync_setup_cells(paths: list[Path]) -> list[Path]:
     return changed
 
 
-def build_exercises(root: Path, run: bool = True) -> list[Path]:
-    """Write ``exercises/NAME`` for every ``solutions/NAME``; execute them if ``run``."""
+def build_exercises(root: Path, run: bool = True, names: list[str] | None = None) -> list[Path]:
+    """Write ``exercises/NAME`` for every ``solutions/NAME`` (or only ``names``); execute them if ``run``."""
     import nbformat
 
     written = []
     (root / "exercises").mkdir(exist_ok=True)
-    for solution_path in sorted((root / "solutions").glob("*.ipynb")):
+    solutions = sorted((root / "solutions").glob("*.ipynb"))
+    if names:
+        missing = set(names) - {p.name for p in solutions}
+        if missing:
+            raise AuthoringError(f"no such solution notebook(s): {sorted(missing)}")
+        solutions = [p for p in solutions if p.name in names]
+    for solution_path in solutions:
         exercise = make_exercise(nbformat.read(solution_path, as_version=4), solution_path.name)
         target = root / "exercises" / solution_path.name
         nbformat.write(exercise, target)
@@ -195,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib.authoring", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
+    ex.add_argument("names", nargs="*", help="solution notebook file names (default: all)")
     ex.add_argument("--no-run", action="store_true", help="do not execute the generated notebooks")
     runner = sub.add_parser("run", help="execute notebooks in place and store their outputs")
     runner.add_argument("notebooks", nargs="+", type=Path)
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the course's root folder")
     args = parser.parse_args(argv)
     if args.command == "exercises":
-        build_exercises(args.root, run=not args.no_run)
+        build_exercises(args.root, run=not args.no_run, names=args.names)
     elif args.command == "run":
         for path in args.notebooks:
             print(f"{path}: {execute(path):.1f} s", flush=True)
