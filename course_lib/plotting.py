@@ -41,14 +41,17 @@ def attention_heatmap(
     ax: Axes | None = None,
     title: str | None = None,
     annotate: bool | None = None,
+    vmin: float | None = 0.0,
     vmax: float | None = 1.0,
+    cmap: str = ATTENTION_CMAP,
     cbar: bool = True,
     masked: torch.Tensor | np.ndarray | None = None,
 ) -> Axes:
     """Heatmap of one attention matrix ``[T_q, T_k]``: rows are queries, columns keys.
 
     ``annotate`` writes the values in the cells (default: only for small matrices); ``masked`` (bool
-    ``[T_q, T_k]``, True = masked) hatches the cells a mask removed.
+    ``[T_q, T_k]``, True = masked) hatches the cells a mask removed. For raw scores rather than
+    weights, pass ``vmin=None, vmax=None`` and a diverging ``cmap`` such as ``"vlag"``.
     """
     array = _as_2d_array(weights)
     _check_labels(array, query_labels, key_labels)
@@ -58,7 +61,7 @@ def attention_heatmap(
         _, ax = plt.subplots(figsize=(width, height))
     annotate = array.size <= 64 if annotate is None else annotate
     sns.heatmap(
-        array, ax=ax, cmap=ATTENTION_CMAP, vmin=0.0, vmax=vmax, square=False, cbar=cbar,
+        array, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, square=False, cbar=cbar,
         annot=annotate, fmt=".2f", annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white",
         xticklabels=list(key_labels) if key_labels is not None else "auto",
         yticklabels=list(query_labels) if query_labels is not None else "auto",

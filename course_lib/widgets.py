@@ -1,0 +1,172 @@
+"""Interactive attention explorer on core ipywidgets (7.7+ and 8.x: JupyterLab, Notebook, VS Code, Colab).
+
+Figures are drawn with Matplotlib and placed in an ``Output`` as PNG images, so the explorer works the
+same in every front end and can be tested without a browser.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Image
+from matplotlib.figure import Figure
+
+from ._checks import shape_str
+from .plotting import attention_heatmap
+
+MEAN = -1  # head selector value for "mean over heads"
+
+
+def _to_4d(name: str, values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``[T_q, T_k]``, ``[H, T_q, T_k]`` or ``[L, H, T_q, T_k]`` -> float array ``[L, H, T_q, T_k]``."""
+    array = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
+    if array.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{name} must have shape [T_q, T_k], [heads, T_q, T_k] or [layers, heads, T_q, T_k]; "
+            f"got {shape_str(array.shape)}"
+        )
+    return array.reshape((1,) * (4 - array.ndim) + array.shape)
+
+
+class AttentionExplorer:
+    """Explore attention weights layer by layer and head by head.
+
+    Args:
+        weights: ``[T_q, T_k]``, ``[heads, T_q, T_k]`` or ``[layers, heads, T_q, T_k]``
+            (e.g. ``torch.stack(maps.decoder_cross)[:, 0]`` for the first sentence of a batch).
+        query_labels: one label per query position (target tokens for cross-attention).
+        key_labels: one label per key position (source tokens).
+        scores: optional raw scores, same shape as ``weights``, to show before and after masking.
+        mask: optional bool mask broadcastable to ``[T_q, T_k]``, True = may attend.
+        title: shown above the figure.
+    """
+
+    def __init__(
+        self,
+        weights: torch.Tensor | np.ndarray,
+        query_labels: Sequence[str],
+        key_labels: Sequence[str],
+        *,
+        scores: torch.Tensor | np.ndarray | None = None,
+        mask: torch.Tensor | np.ndarray | None = None,
+        title: str = "attention",
+    ) -> None:
+        self.weights = _to_4d("weights", weights)
+        n_layers, n_heads, t_q, t_k = self.weights.shape
+        if len(query_labels) != t_q or len(key_labels) != t_k:
+            raise ValueError(
+                f"labels must match the weights [.., T_q={t_q}, T_k={t_k}]: got {len(query_labels)} query labels "
+                f"and {len(key_labels)} key labels"
+            )
+        self.scores = None if scores is None else _to_4d("scores", scores)
+        if self.scores is not None and self.scores.shape != self.weights.shape:
+            raise ValueError(f"scores must have the weights' shape {shape_str(self.weights.shape)}; "
+                             f"got {shape_str(self.scores.shape)}")
+        self.mask = None
+        if mask is not None:
+            mask_array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+            if mask_array.dtype != bool:
+                raise ValueError(f"mask must be bool (True = may attend); got dtype {mask_array.dtype}")
+            try:
+                self.mask = np.broadcast_to(mask_array.reshape(mask_array.shape[-2:]), (t_q, t_k))
+            except ValueError:
+                raise ValueError(f"mask must broadcast to [T_q, T_k] = [{t_q}, {t_k}]; "
+                                 f"got {shape_str(mask_array.shape)}") from None
+        self.query_labels, self.key_labels, self.title = list(query_labels), list(key_labels), title
+        self.figure: Figure | None = None
+
+        self.layer = widgets.Dropdown(options=[(f"layer {i}", i) for i in range(n_layers)], value=n_layers - 1,
+                                      description="layer", layout=widgets.Layout(width="160px"))
+        head_options = [("mean over heads", MEAN)] + [(f"head {i}", i) for i in range(n_heads)]
+        self.head = widgets.Dropdown(options=head_options, value=MEAN, description="head",
+                                     layout=widgets.Layout(width="220px"))
+        self.query = widgets.IntSlider(value=0, min=0, max=t_q - 1, description="query",
+                                       continuous_update=False, layout=widgets.Layout(width="320px"))
+        views = ["weights"] + (["scores", "scores after mask"] if self.scores is not None else [])
+        self.view = widgets.ToggleButtons(options=views, value="weights", description="show")
+        self.save_button = widgets.Button(description="Save PNG", icon="download")
+        self.filename = widgets.Text(value="attention.png", layout=widgets.Layout(width="200px"))
+        self.status = widgets.Label(value="")
+        self.output = widgets.Output()
+        self.layer.layout.display = None if n_layers > 1 else "none"
+        self.view.layout.display = None if len(views) > 1 else "none"
+        for control in (self.layer, self.head, self.query, self.view):
+            control.observe(lambda change: self.redraw(), names="value")
+        self.save_button.on_click(lambda button: self.save_png(self.filename.value))
+        self.widget = widgets.VBox([
+            widgets.HBox([self.layer, self.head, self.query]),
+            self.view,
+            self.output,
+            widgets.HBox([self.save_button, self.filename, self.status]),
+        ])
+        self.redraw()
+
+    def selected(self, kind: str = "weights") -> np.ndarray:
+        """The matrix ``[T_q, T_k]`` now on screen: chosen layer, head (or the mean over heads)."""
+        source = self.weights if kind == "weights" or self.scores is None else self.scores
+        per_head = source[self.layer.value]  # [H, T_q, T_k]
+        return per_head.mean(axis=0) if self.head.value == MEAN else per_head[self.head.value]
+
+    def draw(self) -> Figure:
+        """Draw the current selection: the heatmap, and the chosen query's row as a bar chart."""
+        t_q, t_k = self.weights.shape[-2:]
+        head_name = "mean over heads" if self.head.value == MEAN else f"head {self.head.value}"
+        fig, (ax_map, ax_row) = plt.subplots(
+            1, 2, figsize=(min(12.0, 4.5 + 0.5 * t_k + 3.5), max(3.2, 0.35 * t_q + 1.6)),
+            gridspec_kw={"width_ratios": [max(t_k, 3), max(t_k, 3) * 0.8]}, constrained_layout=True,
+        )
+        blocked = None if self.mask is None else ~self.mask
+        if self.view.value == "weights":
+            attention_heatmap(self.selected(), self.query_labels, self.key_labels, ax=ax_map, masked=blocked)
+        else:
+            matrix = self.selected("scores").copy()
+            if self.view.value == "scores after mask" and blocked is not None:
+                matrix[blocked] = np.nan  # shown blank and hatched: -inf after masking
+            limit = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 1.0
+            attention_heatmap(matrix, self.query_labels, self.key_labels, ax=ax_map, vmin=-limit, vmax=limit,
+                              cmap="vlag", masked=blocked)
+        ax_map.add_patch(plt.Rectangle((0, self.query.value), t_k, 1, fill=False, edgecolor="tab:blue", lw=2.5))
+        ax_map.set_title(f"{self.view.value} · layer {self.layer.value} · {head_name}")
+        row = self.selected()[self.query.value]  # [T_k]
+        row_blocked = np.zeros(t_k, bool) if blocked is None else blocked[self.query.value]
+        ax_row.bar(range(t_k), row, color=np.where(row_blocked, "0.75", "tab:blue"), edgecolor="white")
+        for key in np.nonzero(row_blocked)[0]:
+            ax_row.text(key, 0.02, "masked", rotation=90, ha="center", va="bottom", fontsize=8, color="0.4")
+        ax_row.set_xticks(range(t_k), self.key_labels, rotation=45, ha="right")
+        ax_row.set_ylim(0, 1)
+        ax_row.set_ylabel("attention weight")
+        ax_row.set_title(f"query {self.query.value} ({self.query_labels[self.query.value]!r}) attends to")
+        fig.suptitle(self.title)
+        return fig
+
+    def redraw(self) -> None:
+        """Replace the figure in the output area with one for the current controls."""
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.figure = self.draw()
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=90)
+        plt.close(self.figure)
+        self.output.outputs = ()
+        self.output.append_display_data(Image(data=buffer.getvalue(), format="png"))
+
+    def save_png(self, path: str | Path) -> Path:
+        """Save the figure now on screen as a PNG (what the "Save PNG" button does)."""
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(".png")
+        if self.figure is None:
+            self.redraw()
+        self.figure.savefig(path, dpi=150)
+        self.status.value = f"saved {path}"
+        return path
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
