@@ -104,6 +104,7 @@ class AttentionExplorer:
             self.output,
             widgets.HBox([self.save_button, self.filename, self.status]),
         ])
+        self.widget.add_class("attention-explorer")  # a handle for browser tests and custom CSS
         self.redraw()
 
     def selected(self, kind: str = "weights") -> np.ndarray:
@@ -117,7 +118,7 @@ class AttentionExplorer:
         t_q, t_k = self.weights.shape[-2:]
         head_name = "mean over heads" if self.head.value == MEAN else f"head {self.head.value}"
         fig, (ax_map, ax_row) = plt.subplots(
-            1, 2, figsize=(min(12.0, 4.5 + 0.5 * t_k + 3.5), max(3.2, 0.35 * t_q + 1.6)),
+            1, 2, figsize=(min(11.0, 4.5 + 0.5 * t_k + 3.5), max(3.2, 0.35 * t_q + 1.6)),
             gridspec_kw={"width_ratios": [max(t_k, 3), max(t_k, 3) * 0.8]}, constrained_layout=True,
         )
         blocked = None if self.mask is None else ~self.mask
@@ -150,7 +151,7 @@ class AttentionExplorer:
             plt.close(self.figure)
         self.figure = self.draw()
         buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=90)
+        self.figure.savefig(buffer, format="png", dpi=80)  # <= 880 px wide: fits an output area
         plt.close(self.figure)
         self.output.outputs = ()
         self.output.append_display_data(Image(data=buffer.getvalue(), format="png"))

@@ -1,0 +1,238 @@
+"""JupyterLab in a real (headless) Chromium, driven by Playwright: Run All, no error output, the
+attention explorer's figure appears and redraws when its slider and dropdown change.
+
+Needs Debian's chromium (/usr/bin/chromium) and the `playwright` package (never `playwright install`).
+Skipped when they are missing, unless COURSE_REQUIRE_BROWSER=1 (set by .ci/run), which makes a
+missing browser a failure. Screenshots go to test-artifacts/browser/.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import course_lib
+from course_lib.authoring import setup_cell_source
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Every lesson that shows the attention explorer is driven in the browser.
+EXPLORER_LESSONS = sorted(
+    p.name for p in (ROOT / "notebooks").glob("*.ipynb") if "AttentionExplorer(" in p.read_text()
+)
+
+pytestmark = pytest.mark.browser
+
+
+def _browser_available() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install playwright)"
+    return None
+
+
+missing = _browser_available()
+if missing:
+    if os.environ.get("COURSE_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"browser test required but {missing}")
+    pytest.skip(f"browser test skipped: {missing}", allow_module_level=True)
+
+from playwright.sync_api import BrowserContext, Page, sync_playwright  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _explorer_notebook() -> nbformat.NotebookNode:
+    """A minimal notebook showing the explorer on multi-layer, multi-head cross-attention."""
+    code = """generator = torch.Generator().manual_seed(0)
+scores = torch.randn(2, 4, 5, 7, generator=generator)  # [layers, heads, T_tgt, T_src]
+source_mask = torch.tensor([True] * 6 + [False])      # the last source token is padding
+weights = torch.softmax(scores.masked_fill(~source_mask, float("-inf")), dim=-1)
+cl.widgets.AttentionExplorer(weights, ["le", "chat", "noir", "dort", "<eos>"],
+                             ["the", "black", "cat", "is", "sleeping", "<eos>", "<pad>"],
+                             scores=scores, mask=source_mask, title="synthetic cross-attention")"""
+    return nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# Explorer smoke test"),
+               nbformat.v4.new_code_cell(setup_cell_source(course_lib.__version__) + "\nimport course_lib.widgets"),
+               nbformat.v4.new_code_cell(code)],
+        metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A JupyterLab server on 127.0.0.1 over a copy of the notebooks, with hermetic Jupyter dirs."""
+    home = tmp_path_factory.mktemp("lab")
+    root = home / "course"
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    nbformat.write(_explorer_notebook(), root / "notebooks" / "explorer_smoke_test.ipynb")
+    env = dict(os.environ)
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "MPLCONFIGDIR"):
+        (home / name).mkdir()
+        env[name] = str(home / name)
+    env["JUPYTER_PLATFORM_DIRS"] = "1"
+    port, token = _free_port(), "browser-test-token"
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+               "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+               "--LabApp.news_url=None", "--ServerApp.open_browser=False"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=3):
+                    break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    log_tail = (home / "server.log").read_text()[-3000:]
+                    raise RuntimeError("JupyterLab did not start:\n" + log_tail) from None
+                time.sleep(0.5)
+        yield f"{base}/lab/tree/notebooks/{{name}}?token={token}", root
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000},
+        )
+        yield context
+        context.close()
+
+
+def _dismiss_news(page: Page) -> None:
+    button = page.locator(".jp-toast-button:has-text('No')")
+    if button.count():
+        button.first.click()
+
+
+def _wait_for_kernel(page: Page) -> None:
+    """Wait until the kernel is idle, accepting JupyterLab's "Select Kernel" dialog if it asks."""
+    idle = page.locator(".jp-StatusBar-TextItem", has_text="| Idle")  # "Python 3 (ipykernel) | Idle"
+    accept = page.locator(".jp-Dialog .jp-mod-accept")
+    for _ in range(240):
+        if accept.count() and accept.first.is_visible():
+            accept.first.click()
+        elif idle.count():
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError("the kernel did not become idle within 60 s")
+
+
+def _run_all(page: Page) -> None:
+    _wait_for_kernel(page)
+    _dismiss_news(page)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+    page.wait_for_timeout(1000)
+    page.wait_for_function(
+        """() => {
+            const prompts = [...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')];
+            const busy = prompts.some(p => p.textContent.includes('*'));
+            const idle = [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+                .some(item => item.textContent.includes('| Idle'));
+            return !busy && idle;
+        }""",
+        timeout=240_000,
+    )
+
+
+def _errors(page: Page) -> list[str]:
+    texts = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    return [t for t in texts if "Traceback" in t or "Error" in t]
+
+
+def _explorer_image(page: Page, explorer_index: int = 0) -> str:
+    """Wait until the explorer shows exactly one loaded, stable image; return its src."""
+    explorer = page.locator(".attention-explorer").nth(explorer_index)
+    previous = None
+    for _ in range(60):
+        images = explorer.locator(".widget-output img")
+        if images.count() == 1 and images.first.evaluate("img => img.complete && img.naturalWidth > 0"):
+            src = images.first.get_attribute("src")
+            if src == previous:
+                return src
+            previous = src
+        page.wait_for_timeout(250)
+    raise AssertionError("the explorer's figure did not appear (or never settled)")
+
+
+def _changed_image(page: Page, before: str) -> str:
+    for _ in range(60):
+        src = _explorer_image(page)
+        if src != before:
+            page.wait_for_timeout(500)  # let the browser paint the new image before a screenshot
+            return src
+        page.wait_for_timeout(250)
+    raise AssertionError("the explorer's figure did not change")
+
+
+def _drive_explorer(page: Page, url: str, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(url.format(name=name))
+    _run_all(page)
+    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-0-run-all.png"), full_page=True)
+    assert _errors(page) == []
+    explorer = page.locator(".attention-explorer").first
+    explorer.scroll_into_view_if_needed()
+    first = _explorer_image(page)
+    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-1-after-run-all.png"))
+
+    handle = explorer.locator(".widget-slider .noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    handle.press("ArrowRight")
+    after_slider = _changed_image(page, first)
+    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-2-after-slider.png"))
+
+    head = explorer.locator(".widget-dropdown select").nth(1)  # layer, then head
+    head.select_option(label="head 1")
+    _changed_image(page, after_slider)
+    explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-3-after-dropdown.png"))
+
+
+@pytest.fixture(scope="module")
+def page(browser: BrowserContext) -> Iterator[Page]:
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+def test_explorer_renders_and_redraws_in_jupyterlab(page: Page, lab: tuple[str, Path]) -> None:
+    _drive_explorer(page, lab[0], "explorer_smoke_test.ipynb")
+
+
+@pytest.mark.parametrize("name", EXPLORER_LESSONS)
+def test_lesson_runs_and_its_explorer_redraws_in_jupyterlab(page: Page, lab: tuple[str, Path], name: str) -> None:
+    _drive_explorer(page, lab[0], name)
