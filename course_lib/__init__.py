@@ -19,6 +19,18 @@ from .model import AttentionMaps, Decoder, Encoder, Seq2SeqTransformer, Transfor
 
 __version__ = "0.1.0"
 
+# Submodules that pull in Matplotlib, seaborn or ipywidgets load on first use: `cl.plotting.attention_heatmap`.
+_LAZY_SUBMODULES = {"authoring", "bench", "checks", "plotting", "reference", "tour", "widgets"}
+
+
+def __getattr__(name: str):  # PEP 562
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AttentionMaps", "CACHE_MODES", "Decoder", "DecoderCache", "DecoderLayer", "Encoder", "EncoderLayer",
     "FeedForward", "Generation", "KVCache", "MultiHeadAttention", "PositionalEncoding", "Seq2SeqTransformer",
