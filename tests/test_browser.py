@@ -173,29 +173,24 @@ def _errors(page: Page) -> list[str]:
     return [t for t in texts if "Traceback" in t or "Error" in t]
 
 
-def _explorer_image(page: Page, explorer_index: int = 0) -> str:
-    """Wait until the explorer shows exactly one loaded, stable image; return its src."""
+def _settled_image(page: Page, explorer_index: int = 0) -> str:
+    """Wait until the kernel is idle and the explorer shows exactly one loaded image whose source has
+    not changed for a second (redraws replace the image, and old and new coexist briefly)."""
     explorer = page.locator(".attention-explorer").nth(explorer_index)
-    previous = None
-    for _ in range(60):
+    idle = page.locator(".jp-StatusBar-TextItem", has_text="| Idle")
+    previous, stable_polls = None, 0
+    for _ in range(240):
         images = explorer.locator(".widget-output img")
-        if images.count() == 1 and images.first.evaluate("img => img.complete && img.naturalWidth > 0"):
+        if idle.count() and images.count() == 1 and images.first.evaluate("i => i.complete && i.naturalWidth > 0"):
             src = images.first.get_attribute("src")
-            if src == previous:
-                return src
+            stable_polls = stable_polls + 1 if src == previous else 0
             previous = src
+            if stable_polls >= 4:
+                return src
+        else:
+            stable_polls = 0
         page.wait_for_timeout(250)
-    raise AssertionError("the explorer's figure did not appear (or never settled)")
-
-
-def _changed_image(page: Page, before: str) -> str:
-    for _ in range(60):
-        src = _explorer_image(page)
-        if src != before:
-            page.wait_for_timeout(500)  # let the browser paint the new image before a screenshot
-            return src
-        page.wait_for_timeout(250)
-    raise AssertionError("the explorer's figure did not change")
+    raise AssertionError("the explorer's figure did not appear, or never settled")
 
 
 def _drive_explorer(page: Page, url: str, name: str) -> None:
@@ -206,19 +201,20 @@ def _drive_explorer(page: Page, url: str, name: str) -> None:
     assert _errors(page) == []
     explorer = page.locator(".attention-explorer").first
     explorer.scroll_into_view_if_needed()
-    first = _explorer_image(page)
+    first = _settled_image(page)
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-1-after-run-all.png"))
 
     handle = explorer.locator(".widget-slider .noUi-handle").first
     handle.focus()
-    handle.press("ArrowRight")
-    handle.press("ArrowRight")
-    after_slider = _changed_image(page, first)
+    handle.press("ArrowRight")  # query 0 -> 1
+    after_slider = _settled_image(page)
+    assert after_slider != first, "moving the query slider redraws the figure"
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-2-after-slider.png"))
 
     head = explorer.locator(".widget-dropdown select").nth(1)  # layer, then head
     head.select_option(label="head 1")
-    _changed_image(page, after_slider)
+    after_dropdown = _settled_image(page)
+    assert after_dropdown != after_slider, "choosing another head redraws the figure"
     explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-3-after-dropdown.png"))
 
 

@@ -66,7 +66,7 @@ def test_stored_with_outputs_and_no_errors(path: Path) -> None:
 @pytest.mark.parametrize("path", LESSONS, ids=ids(LESSONS))
 def test_lesson_has_the_course_shape(path: Path) -> None:
     markdown = "\n".join(c.source for c in read(path).cells if c.cell_type == "markdown")
-    assert re.search(r"^#+ .*what you will learn", markdown, re.I | re.M)
+    assert re.search(r"^(#+ |\*\*).*what you will learn", markdown, re.I | re.M)
     assert re.search(r"run time", markdown, re.I)
     assert re.search(r"^#+ .*summary", markdown, re.I | re.M)
     questions = re.split(r"^#+ .*check your understanding", markdown, flags=re.I | re.M)
