@@ -159,3 +159,15 @@ def test_package_requires_no_exact_or_upper_pins() -> None:
     deps = re.search(r"dependencies = \[(.*?)\]", text, re.S).group(1)
     assert "torch>=" in deps and "ipywidgets>=7.7" in deps
     assert not re.search(r"==|<|~=", deps)
+
+
+def test_wheel_ships_every_subpackage(tmp_path: Path) -> None:
+    """Colab installs course_lib from git as a wheel: the checkers must be inside it."""
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True)
+    (wheel,) = tmp_path.glob("course_lib-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in (ROOT / "course_lib").rglob("*.py"):
+        assert module.relative_to(ROOT).as_posix() in names
