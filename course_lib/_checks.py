@@ -28,7 +28,9 @@ def require_ndim(name: str, x: Tensor, ndim: int | tuple[int, ...], layout: str)
 
 def require_nonempty(name: str, x: Tensor, dim: int, what: str) -> None:
     if x.shape[dim] == 0:
-        raise ValueError(f"{name} has an empty {what} (length 0): got shape {shape_str(x.shape)}")
+        raise ValueError(
+            f"{name} has an empty {what}: expected length >= 1 along dim {dim}, got shape {shape_str(x.shape)}"
+        )
 
 
 def require_bool_mask(name: str, mask: Tensor) -> None:

@@ -242,4 +242,4 @@ class MultiHeadAttention(nn.Module):
         else:
             context, attn_weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
         output = self.out_proj(self.merge_heads(context))  # [B, T_q, d_model]
-        return output, attn_weights
+        return output, attn_weights if need_weights else None

@@ -42,7 +42,7 @@ class PositionalEncoding(nn.Module):
         max_len, d_model = self.table.shape
         if x.shape[-1] != d_model:
             raise ValueError(f"x must have feature size {d_model}; got shape {shape_str(x.shape)}")
-        if offset + x.shape[1] > max_len:
+        if offset < 0 or offset + x.shape[1] > max_len:
             raise ValueError(
                 f"positions {offset}..{offset + x.shape[1] - 1} exceed max_len={max_len}; "
                 "build the model with a larger max_len"

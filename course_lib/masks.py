@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import require_bool_mask, require_ndim, require_tensor, shape_str
+from ._checks import require_bool_mask, require_ndim, require_nonempty, require_tensor, shape_str
 
 
 def padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
@@ -29,7 +29,9 @@ def padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise ValueError(f"lengths must be an integer tensor; got dtype {lengths.dtype}")
     if lengths.numel() == 0:
-        raise ValueError("lengths is empty: expected one length per sequence, shape [B] with B >= 1")
+        raise ValueError(
+            f"lengths is empty: expected one length per sequence, shape [B] with B >= 1; got {shape_str(lengths.shape)}"
+        )
     max_len = int(lengths.max()) if max_len is None else max_len
     if int(lengths.min()) < 1 or int(lengths.max()) > max_len:
         raise ValueError(
@@ -44,8 +46,7 @@ def padding_mask_from_ids(token_ids: Tensor, pad_id: int) -> Tensor:
     ``token_ids != pad_id``."""
     require_tensor("token_ids", token_ids)
     require_ndim("token_ids", token_ids, 2, "[B, S]")
-    if token_ids.shape[1] == 0:
-        raise ValueError(f"token_ids has an empty sequence: got shape {shape_str(token_ids.shape)}")
+    require_nonempty("token_ids", token_ids, 1, "sequence")
     return (token_ids != pad_id)[:, None, None, :]
 
 

@@ -139,6 +139,12 @@ class Seq2SeqTransformer(nn.Module):
                 f"min {int(ids.min())}, max {int(ids.max())}"
             )
 
+    def _check_same_batch(self, src_ids: Tensor, tgt_ids: Tensor) -> None:
+        require_tensor("tgt_ids", tgt_ids)
+        if tgt_ids.ndim >= 1 and src_ids.shape[0] != tgt_ids.shape[0]:
+            raise ValueError(f"src_ids and tgt_ids must have the same batch size; got {shape_str(src_ids.shape)} "
+                             f"and {shape_str(tgt_ids.shape)}")
+
     def source_mask(self, src_ids: Tensor) -> Tensor:
         """Padding mask of the source, bool ``[B, 1, 1, S]``, True at real tokens."""
         return padding_mask_from_ids(src_ids, self.config.pad_id)
@@ -190,14 +196,13 @@ class Seq2SeqTransformer(nn.Module):
     def forward(self, src_ids: Tensor, tgt_ids: Tensor) -> Tensor:
         """Teacher-forced logits: ``src_ids [B, S]``, ``tgt_ids [B, T]`` -> ``[B, T, tgt_vocab]``."""
         memory, _ = self.encode(src_ids)
+        self._check_same_batch(src_ids, tgt_ids)
         logits, _, _ = self.decode(tgt_ids, memory, self.source_mask(src_ids))
         return logits
 
     def forward_with_attention(self, src_ids: Tensor, tgt_ids: Tensor) -> tuple[Tensor, AttentionMaps]:
         """As ``forward``, and every layer's attention weights (hand-written attention path)."""
         memory, enc_w = self.encode(src_ids, need_weights=True)
-        if memory.shape[0] != tgt_ids.shape[0]:
-            raise ValueError(f"src_ids and tgt_ids must have the same batch size; got {shape_str(src_ids.shape)} "
-                             f"and {shape_str(tgt_ids.shape)}")
+        self._check_same_batch(src_ids, tgt_ids)
         logits, self_w, cross_w = self.decode(tgt_ids, memory, self.source_mask(src_ids), need_weights=True)
         return logits, AttentionMaps(enc_w, self_w, cross_w)

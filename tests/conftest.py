@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,3 +20,16 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Each test that takes ``device`` runs on the CPU, and on CUDA too when one is present."""
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """Run a module's tests with one intra-op thread, then restore the previous count.
+
+    The property and generation tests run thousands of tiny ops; threads gain nothing there, and on a
+    busy 2-core machine the thread pool's spin-waiting made each op 10-30x slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

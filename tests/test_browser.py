@@ -200,6 +200,7 @@ def _drive_explorer(page: Page, url: str, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-0-run-all.png"), full_page=True)
     assert _errors(page) == []
     explorer = page.locator(".attention-explorer").first
+    explorer.wait_for(timeout=120_000)  # widget views render after the kernel's last message
     explorer.scroll_into_view_if_needed()
     first = _settled_image(page)
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-1-after-run-all.png"))
