@@ -110,7 +110,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
                     log_tail = (home / "server.log").read_text()[-3000:]
                     raise RuntimeError("JupyterLab did not start:\n" + log_tail) from None
                 time.sleep(0.5)
-        yield f"{base}/lab/tree/notebooks/{{name}}?token={token}", root
+        # One fresh workspace per notebook (`reset`), so no tab or kernel of an earlier test is restored.
+        yield f"{base}/lab/workspaces/{{workspace}}/tree/notebooks/{{name}}?reset&token={token}", root
     finally:
         server.terminate()
         try:
@@ -156,15 +157,17 @@ def _run_all(page: Page) -> None:
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
     page.wait_for_timeout(1000)
+    # Done when every code cell shows an execution number ("[12]:") and the kernel is idle: this also
+    # proves Run All really ran every cell.
     page.wait_for_function(
         """() => {
-            const prompts = [...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')];
-            const busy = prompts.some(p => p.textContent.includes('*'));
+            const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
+            const allRan = prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
             const idle = [...document.querySelectorAll('.jp-StatusBar-TextItem')]
                 .some(item => item.textContent.includes('| Idle'));
-            return !busy && idle;
+            return allRan && idle;
         }""",
-        timeout=240_000,
+        timeout=300_000,
     )
 
 
@@ -195,7 +198,7 @@ def _settled_image(page: Page, explorer_index: int = 0) -> str:
 
 def _drive_explorer(page: Page, url: str, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.goto(url.format(name=name))
+    page.goto(url.format(name=name, workspace=Path(name).stem.replace("_", "-")))
     _run_all(page)
     page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-0-run-all.png"), full_page=True)
     assert _errors(page) == []
