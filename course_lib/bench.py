@@ -1,0 +1,292 @@
+"""The course's benchmark tables: ``python -m course_lib.bench [--quick] [--device cpu|cuda] [--repeats N] [--train]``.
+
+Prints two GitHub Markdown tables, ready to paste into the README:
+
+1. hand-written ``scaled_dot_product_attention`` vs ``F.scaled_dot_product_attention`` (forward, no
+   grad): median time, time ratio and peak memory of each;
+2. ``greedy_decode`` with each cache mode of ``CACHE_MODES``: median time and speedup over ``"none"``,
+   after checking that every mode produces the same tokens.
+
+``--train`` prints a third table instead: lesson 07's toy translator trained once per seed (time to 95 % and
+99 % validation exact match, tokens per second, test scores); see ``training_benchmark``.
+
+The measurements are plain functions returning lists of dicts, so notebooks and tests can reuse them.
+Times are medians of ``repeats`` runs timed with ``time.perf_counter`` after a warm-up run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from .attention import scaled_dot_product_attention
+from .generate import CACHE_MODES, greedy_decode
+from .model import Seq2SeqTransformer, TransformerConfig
+
+BOS_ID, FIRST_WORD_ID, VOCAB_SIZE = 1, 3, 200  # pad_id is 0 (the model's default), 2 is left for EOS
+FULL = {"attention": dict(batch=32, heads=4, d_head=16, lengths=(128, 512, 1024)),
+        "decoding": dict(batch=64, max_src_len=28, new_tokens=(32, 64, 128))}
+QUICK = {"attention": dict(batch=4, heads=2, d_head=16, lengths=(32, 128)),
+         "decoding": dict(batch=8, max_src_len=10, new_tokens=(4, 8))}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median wall time of each function over ``repeats`` rounds; each round calls every function once, so a
+    change in the machine's load hits all of them alike. The caller warms up first."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes that ``fn()`` allocates on ``device`` above what was allocated before it (its output included).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU: PyTorch keeps no
+    CPU peak counter, so ``fn`` runs under ``torch.profiler.profile(profile_memory=True)``, whose
+    allocator events record +bytes for each allocation and -bytes for each free; the peak is the largest
+    running total of those events in time order.
+    """
+    if device.type == "cuda":
+        _synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = fn()
+        _synchronize(device)
+        del result
+        return torch.cuda.max_memory_allocated(device) - before
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # silence the profiler's start/stop lines on stderr
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+        del result
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    running, peak = 0, 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        running += event.nbytes()
+        peak = max(peak, running)
+    return peak
+
+
+@torch.no_grad()
+def attention_benchmark(
+    *, batch: int = 32, heads: int = 4, d_head: int = 16, lengths: Sequence[int] = (128, 512, 1024),
+    repeats: int = 3, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
+) -> list[dict]:
+    """Self-attention forward on random ``q, k, v`` ``[batch, heads, T, d_head]`` for each ``T`` in ``lengths``.
+
+    Returns one dict per ``T``: ``T``, ``hand_s`` and ``sdpa_s`` (median seconds), ``ratio``
+    (``hand_s / sdpa_s``), ``hand_peak_bytes`` and ``sdpa_peak_bytes`` (see ``peak_memory_bytes``),
+    ``max_abs_diff`` between the two outputs.
+    """
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for length in lengths:
+        q, k, v = (torch.randn(batch, heads, length, d_head, generator=generator, dtype=dtype).to(device)
+                   for _ in range(3))  # each [B, H, T, d_head]
+        hand = partial(scaled_dot_product_attention, q, k, v)  # materialises scores [B, H, T, T]
+        fused = partial(F.scaled_dot_product_attention, q, k, v)
+        max_abs_diff = (hand()[0] - fused()).abs().max().item()  # also the warm-up
+        times = median_seconds({"hand": hand, "sdpa": fused}, repeats, device)
+        hand_s, sdpa_s = times["hand"], times["sdpa"]
+        rows.append(dict(T=length, hand_s=hand_s, sdpa_s=sdpa_s, ratio=hand_s / sdpa_s,
+                         hand_peak_bytes=peak_memory_bytes(hand, device),
+                         sdpa_peak_bytes=peak_memory_bytes(fused, device), max_abs_diff=max_abs_diff))
+    return rows
+
+
+def decoding_setup(
+    *, batch: int = 64, max_src_len: int = 28, max_new_tokens: int = 128, vocab_size: int = VOCAB_SIZE,
+    device: torch.device | str = "cpu", seed: int = 0,
+) -> tuple[Seq2SeqTransformer, torch.Tensor]:
+    """An untrained model with the course's default sizes (eval mode) and padded sources ``[batch, max_src_len]``.
+
+    Source lengths are drawn from ``max_src_len // 3 .. max_src_len`` (the first row has the maximum);
+    the model's RNG draws happen under ``torch.random.fork_rng``, so the global seed is left alone.
+    """
+    config = TransformerConfig(src_vocab_size=vocab_size, tgt_vocab_size=vocab_size, max_len=max_new_tokens + 32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Seq2SeqTransformer(config).eval().to(device)
+    generator = torch.Generator().manual_seed(seed)
+    src_lengths = torch.randint(max(1, max_src_len // 3), max_src_len + 1, (batch,), generator=generator)
+    src_lengths[0] = max_src_len
+    src_ids = torch.randint(FIRST_WORD_ID, vocab_size, (batch, max_src_len), generator=generator)  # [B, S]
+    src_ids[torch.arange(max_src_len)[None, :] >= src_lengths[:, None]] = config.pad_id
+    return model, src_ids.to(device)
+
+
+def decoding_benchmark(
+    *, batch: int = 64, max_src_len: int = 28, new_tokens: Sequence[int] = (32, 64, 128), repeats: int = 3,
+    device: torch.device | str = "cpu", seed: int = 0,
+) -> list[dict]:
+    """Greedy decoding of exactly ``n`` tokens (no EOS) for each ``n`` in ``new_tokens`` and each cache mode.
+
+    Before timing, every mode decodes ``max(new_tokens)`` tokens (this is also the warm-up) and the tokens
+    are asserted identical to ``"none"``'s; shorter runs decode a prefix of these same steps.
+
+    Returns one dict per (n, mode): ``new_tokens``, ``mode``, ``median_s``, ``speedup``
+    (``median_s`` of ``"none"`` / this mode's), ``tokens_identical`` (True, else AssertionError) and
+    ``max_logit_diff`` (largest ``|logits - logits of "none"|``).
+    """
+    device = torch.device(device)
+    model, src_ids = decoding_setup(batch=batch, max_src_len=max_src_len, max_new_tokens=max(new_tokens),
+                                    device=device, seed=seed)
+    decode = lambda n, mode: greedy_decode(model, src_ids, bos_id=BOS_ID, max_new_tokens=n, cache=mode)
+    reference = {mode: decode(max(new_tokens), mode) for mode in CACHE_MODES}
+    logit_diff = {}
+    for mode, generation in reference.items():
+        assert torch.equal(generation.tokens, reference["none"].tokens), f"cache={mode!r} changed the tokens"
+        logit_diff[mode] = (generation.logits - reference["none"].logits).abs().max().item()
+    rows = []
+    for n in new_tokens:
+        times = median_seconds({mode: partial(decode, n, mode) for mode in CACHE_MODES}, repeats, device)
+        rows += [dict(new_tokens=n, mode=mode, median_s=t, speedup=times["none"] / t, tokens_identical=True,
+                      max_logit_diff=logit_diff[mode]) for mode, t in times.items()]
+    return rows
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
+    """A GitHub Markdown table; ``align`` has one letter per column, ``l`` or ``r`` (default all ``r``)."""
+    align = align or "r" * len(headers)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = [headers, rule, *[[str(cell) for cell in row] for row in rows]]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def format_attention_table(rows: list[dict]) -> str:
+    mib = 2**20
+    return markdown_table(
+        ["T", "hand-written (ms)", "SDPA (ms)", "hand / SDPA", "hand peak (MiB)", "SDPA peak (MiB)", "max abs diff"],
+        [[r["T"], f"{r['hand_s'] * 1e3:.1f}", f"{r['sdpa_s'] * 1e3:.1f}", f"{r['ratio']:.1f}x",
+          f"{r['hand_peak_bytes'] / mib:.1f}", f"{r['sdpa_peak_bytes'] / mib:.2f}", f"{r['max_abs_diff']:.1e}"]
+         for r in rows])
+
+
+def format_decoding_table(rows: list[dict]) -> str:
+    return markdown_table(
+        ["new tokens", "cache", "median (ms)", "speedup vs none", "max abs logit diff vs none"],
+        [[r["new_tokens"], f"`{r['mode']}`", f"{r['median_s'] * 1e3:.0f}", f"{r['speedup']:.1f}x",
+          f"{r['max_logit_diff']:.1e}"] for r in rows], align="rlrrr")
+
+
+def header_line(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return (f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{str(dtype).removeprefix('torch.')}, {datetime.date.today().isoformat()}")
+
+
+def training_benchmark(*, seeds: Sequence[int] = (0,), time_budget_s: float = 90.0, eval_every: int = 100,
+                       device: torch.device | str = "cpu", sizes: dict[str, int] | None = None) -> list[dict]:
+    """Train lesson 07's toy translator (``course_lib.training.train_toy_translator``, default recipe, validation
+    exact match every ``eval_every`` steps) once per seed, then score it.
+
+    Returns one dict per seed: ``seed``, ``t95_s`` and ``t99_s`` (seconds, evaluation included, until validation
+    exact match first reached 95 % / 99 %; None if never), ``seconds`` and ``steps`` trained, ``stop_reason``,
+    ``tokens_per_s`` (source + target tokens per second of training steps), test ``exact_match``,
+    ``token_accuracy`` and ``bleu``, ``generalisation`` exact match, and ``best_head_aer``.
+    """
+    from .metrics import alignment_scores, evaluate
+    from .training import TrainConfig, train_toy_translator
+
+    rows = []
+    for seed in seeds:
+        config = TrainConfig(time_budget_s=time_budget_s, eval_every=eval_every, seed=seed)
+        translator, history, data = train_toy_translator(seed=seed, config=config, device=device, progress=False,
+                                                         sizes=sizes)
+        test, generalisation = evaluate(translator.model, data["test"]), evaluate(translator.model,
+                                                                                 data["generalisation"])
+        aer = alignment_scores(translator.model, data["test"]).per_head
+        rows.append(dict(seed=seed, t95_s=history.time_to(0.95), t99_s=history.time_to(0.99),
+                         seconds=history.elapsed[-1] if history.elapsed else 0.0, steps=history.steps,
+                         stop_reason=history.stop_reason, tokens_per_s=history.tokens_per_second,
+                         exact_match=test.exact_match, token_accuracy=test.token_accuracy, bleu=test.bleu,
+                         generalisation=generalisation.exact_match, best_head_aer=float(aer.min())))
+    return rows
+
+
+def format_training_table(rows: list[dict]) -> str:
+    seconds = lambda t: "not reached" if t is None else f"{t:.0f}"
+    return markdown_table(
+        ["seed", "to 95 % (s)", "to 99 % (s)", "trained (s)", "steps", "stopped by", "tokens/s", "test exact match",
+         "test token acc.", "test BLEU", "generalisation exact match", "best head AER"],
+        [[r["seed"], seconds(r["t95_s"]), seconds(r["t99_s"]), f"{r['seconds']:.0f}", r["steps"], r["stop_reason"],
+          f"{r['tokens_per_s']:,.0f}", f"{r['exact_match']:.1%}", f"{r['token_accuracy']:.1%}", f"{r['bleu']:.1f}",
+          f"{r['generalisation']:.1%}", f"{r['best_head_aer']:.3f}"] for r in rows],
+        align="rrrrrlrrrrrr")
+
+
+def training_main(device: torch.device, *, quick: bool, repeats: int) -> None:
+    """``--train``: the lesson 07 training table (one row per seed)."""
+    budget, sizes = (4.0, {"train": 2_000, "valid": 100, "test": 100, "generalisation": 100}) if quick else (90.0, None)
+    print(f"Training benchmark: {header_line(device)}; load average {os.getloadavg()[0]:.2f} at the start.\n")
+    print(f"### Lesson 07 toy translator: time budget {budget:.0f} s, validation exact match every 100 steps\n")
+    print(format_training_table(training_benchmark(seeds=range(repeats), time_budget_s=budget, device=device,
+                                                   sizes=sizes)))
+    print("\nSeconds count from the first training step: data preparation excluded, validation decoding included. "
+          "Tokens/s: source + target tokens (no padding) per second spent in training steps.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and 1 repeat (for tests)")
+    parser.add_argument("--device", choices=["cpu", "cuda"],
+                        default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3; quick 1)")
+    parser.add_argument("--train", action="store_true",
+                        help="only the lesson 07 training benchmark (repeats = seeds; quick: a 4 s run)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        build_parser().error("--device cuda: CUDA is not available")
+    device, sizes = torch.device(args.device), QUICK if args.quick else FULL
+    repeats = args.repeats or (1 if args.quick else 3)
+    load, cpus = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0, os.cpu_count() or 1
+    if device.type == "cpu" and load >= cpus / 2:
+        print(f"warning: load average {load:.1f} on {cpus} CPUs: other processes compete for the CPU, "
+              "so the timings will be slow and noisy", file=sys.stderr)
+    if args.train:
+        training_main(device, quick=args.quick, repeats=repeats)
+        return
+    print(f"Benchmarks: {header_line(device)}; median of {repeats} run{'s' * (repeats != 1)} after a warm-up.\n")
+
+    a = sizes["attention"]
+    print(f"### Attention forward, no grad (B={a['batch']}, H={a['heads']}, d_head={a['d_head']})\n")
+    print(format_attention_table(attention_benchmark(**a, repeats=repeats, device=device)))
+    print("\nPeak memory: bytes allocated during the call (output included), from the profiler's allocator events.\n")
+
+    d, c = sizes["decoding"], TransformerConfig(VOCAB_SIZE, VOCAB_SIZE)
+    print(f"### Greedy decoding, no EOS (B={d['batch']} sources of up to {d['max_src_len']} tokens; untrained model: "
+          f"d_model {c.d_model}, {c.n_heads} heads, {c.n_encoder_layers}+{c.n_decoder_layers} layers, "
+          f"d_ff {c.d_ff}, vocab {VOCAB_SIZE})\n")
+    decoding_rows = decoding_benchmark(**d, repeats=repeats, device=device)
+    identical = all(row["tokens_identical"] for row in decoding_rows)
+    print(f"Tokens identical in all {len(CACHE_MODES)} cache modes at {max(d['new_tokens'])} new tokens: "
+          f"{'yes' if identical else 'NO'} (asserted before timing).\n")
+    print(format_decoding_table(decoding_rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The benchmark functions on tiny sizes: structure and sanity only (speed is measured, never asserted)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_lib import CACHE_MODES, bench
+from course_lib.bench import attention_benchmark, decoding_benchmark, peak_memory_bytes
+
+LENGTHS, NEW_TOKENS = (16, 128), (3, 6)
+BATCH, HEADS = 2, 2
+
+
+@pytest.fixture(scope="module")
+def attention_rows() -> list[dict]:
+    return attention_benchmark(batch=BATCH, heads=HEADS, d_head=8, lengths=LENGTHS, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def decoding_rows() -> list[dict]:
+    return decoding_benchmark(batch=4, max_src_len=6, new_tokens=NEW_TOKENS, repeats=1)
+
+
+def test_peak_memory_measures_an_allocation() -> None:
+    peak = peak_memory_bytes(lambda: torch.empty(1_000_000), torch.device("cpu"))  # 4 MB of float32
+    assert 4_000_000 <= peak < 4_100_000
+
+
+def test_attention_rows_have_positive_times_and_their_ratio(attention_rows: list[dict]) -> None:
+    assert [row["T"] for row in attention_rows] == list(LENGTHS)
+    for row in attention_rows:
+        assert row["hand_s"] > 0 and row["sdpa_s"] > 0
+        assert row["ratio"] == pytest.approx(row["hand_s"] / row["sdpa_s"])
+        assert row["max_abs_diff"] < 1e-5
+
+
+def test_hand_written_attention_peaks_above_sdpa_at_the_largest_size(attention_rows: list[dict]) -> None:
+    largest = attention_rows[-1]
+    scores_bytes = BATCH * HEADS * LENGTHS[-1] ** 2 * 4  # the [B, H, T, T] float32 score matrix
+    assert largest["hand_peak_bytes"] >= scores_bytes
+    assert largest["sdpa_peak_bytes"] < largest["hand_peak_bytes"]
+
+
+def test_decoding_lists_every_cache_mode_for_every_length(decoding_rows: list[dict]) -> None:
+    assert [(row["new_tokens"], row["mode"]) for row in decoding_rows] == [
+        (n, mode) for n in NEW_TOKENS for mode in CACHE_MODES
+    ]
+
+
+def test_decoding_speedup_is_time_of_none_over_time_of_mode(decoding_rows: list[dict]) -> None:
+    for n in NEW_TOKENS:
+        rows = {row["mode"]: row for row in decoding_rows if row["new_tokens"] == n}
+        for row in rows.values():
+            assert row["median_s"] > 0
+            assert row["speedup"] == pytest.approx(rows["none"]["median_s"] / row["median_s"])
+        assert rows["none"]["speedup"] == pytest.approx(1.0)
+
+
+def test_cache_modes_give_identical_tokens_and_close_logits(decoding_rows: list[dict]) -> None:
+    for row in decoding_rows:
+        assert row["tokens_identical"] is True
+        assert row["max_logit_diff"] < 1e-4
+
+
+def test_decoding_benchmark_refuses_a_cache_that_changes_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_decode = bench.greedy_decode
+
+    def broken_decode(*args, cache: str, **kwargs):
+        generation = real_decode(*args, cache=cache, **kwargs)
+        if cache == "full":
+            generation.tokens = generation.tokens + 1
+        return generation
+
+    monkeypatch.setattr(bench, "greedy_decode", broken_decode)
+    with pytest.raises(AssertionError, match="full"):
+        decoding_benchmark(batch=2, max_src_len=4, new_tokens=(2,), repeats=1)
+
+
+def test_main_quick_prints_both_markdown_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    bench.main(["--quick", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in out
+    assert sum(line.startswith("| ---: |") for line in out.splitlines()) == 2  # one rule line per table
+    assert "Tokens identical in all 4 cache modes at 8 new tokens: yes" in out
+    for mode in CACHE_MODES:
+        assert f"| `{mode}` |" in out
