@@ -1,0 +1,235 @@
+"""Training a translator: the loop (Adam, warm-up + cosine decay, gradient clipping, a time budget),
+its ``History``, and the course's recipe for the toy pair (``train_toy_translator``). Saving and
+loading live in ``course_lib.translator`` and are re-exported here.
+
+The learning-rate schedule runs on *progress*, the larger of ``step / max_steps`` and
+``elapsed / time_budget_s``: the cosine decay ends when either runs out, so a slow machine still
+finishes its schedule within the time budget instead of being cut off at a high learning rate.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import Batch, ParallelData, Vocabulary, build_vocabularies, length_repeats
+from .metrics import exact_match, translate_data
+from .model import Seq2SeqTransformer, TransformerConfig
+from .toy_language import make_splits
+from .translator import Translator, default_model_path, load_translator, save_translator
+
+__all__ = ["History", "TrainConfig", "Translator", "default_model_path", "learning_rate", "load_translator",
+           "save_translator", "toy_data", "toy_model_config", "train", "train_toy_translator",
+           "validation_exact_match"]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``train``. Training stops at ``max_steps``, after ``time_budget_s`` seconds
+    (evaluation included) or when validation exact match reaches ``target_exact_match``.
+
+    ``repeat_long_from``: long sentences are rare (6 % of the toy pair's have 16 words or more) and
+    are where a model fails first, so an example of ``S`` source words appears
+    ``ceil((S / repeat_long_from) ** repeat_long_power)`` times per epoch (None: every example once).
+    """
+
+    batch_size: int = 64
+    lr: float = 5e-3
+    warmup_steps: int = 100
+    max_steps: int = 5000
+    time_budget_s: float | None = 90.0
+    target_exact_match: float | None = 0.995
+    eval_every: int = 200
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    repeat_long_from: int | None = 7  # a source of S words is shown ceil((S / 7) ** 2) times per epoch
+    repeat_long_power: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"need lr > 0, warmup_steps >= 0, 0 <= label_smoothing < 1; got {self}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"time_budget_s must be positive or None; got {self.time_budget_s}")
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 as ``progress`` goes from 0 to 1."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    return config.lr * warmup * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+@dataclass
+class History:
+    """What happened during training.
+
+    Per step: ``loss``, ``lr``, ``elapsed`` (seconds since the start). Per evaluation: ``eval_steps``,
+    ``eval_elapsed``, ``eval_exact_match`` (validation). ``tokens``: source + target tokens trained
+    on (padding excluded); ``train_seconds``: time spent in training steps (evaluation excluded).
+    """
+
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    elapsed: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_elapsed: list[float] = field(default_factory=list)
+    eval_exact_match: list[float] = field(default_factory=list)
+    tokens: int = 0
+    train_seconds: float = 0.0
+    stop_reason: str = ""
+
+    @property
+    def steps(self) -> int:
+        return len(self.loss)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds else float("nan")
+
+    def time_to(self, exact_match: float) -> float | None:
+        """Seconds (evaluation included) until validation exact match first reached ``exact_match``."""
+        return next((t for t, em in zip(self.eval_elapsed, self.eval_exact_match) if em >= exact_match), None)
+
+
+def validation_exact_match(model: Seq2SeqTransformer, data: ParallelData) -> float:
+    """Exact match of greedy translations (K/V cache) of ``data``."""
+    return exact_match(translate_data(model, data), [list(e.target) for e in data.examples])
+
+
+def train(model: Seq2SeqTransformer, train_data: ParallelData, valid_data: ParallelData | None = None,
+          config: TrainConfig | None = None, *, callback: Callable[[History], None] | None = None,
+          callback_every: int = 50, progress: bool = True) -> History:
+    """Train ``model`` with teacher forcing and cross-entropy on ``train_data``'s batches.
+
+    Args:
+        valid_data: evaluated every ``config.eval_every`` steps and at the end (exact match), if given.
+        callback: called with the ``History`` every ``callback_every`` steps and at the end (for a
+            live loss curve).
+        progress: show a ``tqdm`` bar (a widget in notebooks).
+
+    Returns:
+        the ``History``; the model is left in eval mode.
+    """
+    config = config or TrainConfig()
+    if callback_every < 1:
+        raise ValueError(f"callback_every must be >= 1; got {callback_every}")
+    device, pad_id = next(model.parameters()).device, model.config.pad_id
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, eps=1e-9)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = History()
+    bar = tqdm(total=100, desc="training", unit="%", disable=not progress,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]")
+    epoch: Iterator[Batch] = iter(())
+    repeats = None if config.repeat_long_from is None else length_repeats(
+        train_data.src_lengths, config.repeat_long_from, config.repeat_long_power)
+    start = time.perf_counter()
+    model.train()
+    while True:
+        elapsed = time.perf_counter() - start
+        progress_now = max(len(history.loss) / config.max_steps,
+                           elapsed / config.time_budget_s if config.time_budget_s else 0.0)
+        if progress_now >= 1.0:
+            history.stop_reason = "time budget" if len(history.loss) < config.max_steps else "max_steps"
+            break
+        step_start = time.perf_counter()
+        batch = next(epoch, None)
+        if batch is None:  # a new epoch: a fresh shuffle
+            epoch = train_data.batches(config.batch_size, generator=generator, repeats=repeats)
+            batch = next(epoch)
+        batch = batch.to(device)
+        lr = learning_rate(config, len(history.loss), progress_now)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        logits = model(batch.src_ids, batch.tgt_in)  # [B, T, V]
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=pad_id,
+                               label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        optimizer.step()
+        history.loss.append(loss.item())
+        history.lr.append(lr)
+        history.elapsed.append(time.perf_counter() - start)
+        history.tokens += int((batch.src_ids != pad_id).sum()) + batch.n_target_tokens(pad_id)
+        history.train_seconds += time.perf_counter() - step_start
+        step = len(history.loss)
+        if valid_data is not None and step % config.eval_every == 0:
+            if _evaluate(model, valid_data, history, start, config):
+                history.stop_reason = "target reached"
+                break
+        if callback is not None and step % callback_every == 0:
+            callback(history)
+        if step % 10 == 0:  # redrawing the bar every step would cost more than the step
+            bar.n = min(100, round(100 * progress_now))
+            bar.set_postfix_str(_postfix(history))
+    if valid_data is not None and (not history.eval_steps or history.eval_steps[-1] != history.steps):
+        _evaluate(model, valid_data, history, start, config)
+    bar.n = 100
+    bar.set_postfix_str(f"{_postfix(history)}, stopped: {history.stop_reason}", refresh=False)
+    bar.close()
+    if callback is not None:
+        callback(history)
+    model.eval()
+    return history
+
+
+def _evaluate(model: Seq2SeqTransformer, data: ParallelData, history: History, start: float,
+              config: TrainConfig) -> bool:
+    """Record validation exact match; True if it reached the target."""
+    score = validation_exact_match(model, data)
+    model.train()
+    history.eval_steps.append(history.steps)
+    history.eval_elapsed.append(time.perf_counter() - start)
+    history.eval_exact_match.append(score)
+    return config.target_exact_match is not None and score >= config.target_exact_match
+
+
+def _postfix(history: History) -> str:
+    text = f"step {history.steps}, loss {sum(history.loss[-20:]) / max(1, len(history.loss[-20:])):.3f}"
+    if history.eval_exact_match:
+        text += f", valid exact match {history.eval_exact_match[-1]:.1%}"
+    return text
+
+
+# --- the course's recipe for the toy pair ------------------------------------------------------------
+def toy_model_config(src_vocab: Vocabulary, tgt_vocab: Vocabulary) -> TransformerConfig:
+    """The model lesson 07 trains: d_model 64, 4 heads, 1 encoder and 2 decoder layers, d_ff 256, pre-norm."""
+    return TransformerConfig(len(src_vocab), len(tgt_vocab), d_model=64, n_heads=4, n_encoder_layers=1,
+                             n_decoder_layers=2, d_ff=256, pad_id=src_vocab.pad_id)
+
+
+def toy_data(seed: int = 0, sizes: dict[str, int] | None = None
+             ) -> tuple[dict[str, ParallelData], Vocabulary, Vocabulary]:
+    """The toy pair's splits (``toy_language.make_splits``; default sizes 40 000 / 1 000 / 2 000 / 1 000),
+    encoded with vocabularies built from the training split."""
+    splits = make_splits(seed, sizes)
+    src_vocab, tgt_vocab = build_vocabularies(splits["train"])
+    return {name: ParallelData(examples, src_vocab, tgt_vocab) for name, examples in splits.items()}, src_vocab, \
+        tgt_vocab
+
+
+def train_toy_translator(*, seed: int = 0, config: TrainConfig | None = None,
+                         device: torch.device | str = "cpu", progress: bool = True,
+                         callback: Callable[[History], None] | None = None,
+                         sizes: dict[str, int] | None = None) -> tuple[Translator, History, dict[str, ParallelData]]:
+    """Lesson 07 in one call: data, vocabularies, ``toy_model_config`` model, ``train``.
+
+    Returns the ``Translator`` (``info`` has the validation exact match, steps and seconds), the
+    ``History`` and the encoded splits (``train``, ``valid``, ``test``, ``generalisation``).
+    """
+    data, src_vocab, tgt_vocab = toy_data(seed, sizes)
+    torch.manual_seed(seed)
+    model = Seq2SeqTransformer(toy_model_config(src_vocab, tgt_vocab)).to(device)
+    history = train(model, data["train"], data["valid"], config, callback=callback, progress=progress)
+    info = {"seed": seed, "steps": history.steps, "seconds": history.elapsed[-1] if history.elapsed else 0.0,
+            "valid_exact_match": history.eval_exact_match[-1] if history.eval_exact_match else None}
+    return Translator(model, src_vocab, tgt_vocab, info), history, data
