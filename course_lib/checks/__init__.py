@@ -4,9 +4,21 @@ first use."""
 import importlib
 import re
 
-from ._harness import CheckResult, Hint, NotDone, call_learner, checker, compare, expect_tensor, is_close
+from ._harness import (
+    CheckResult,
+    Hint,
+    NotDone,
+    call_learner,
+    checker,
+    compare,
+    expect_shape,
+    expect_tensor,
+    is_close,
+)
 
-__all__ = ["CheckResult", "Hint", "NotDone", "call_learner", "checker", "compare", "expect_tensor", "is_close"]
+__all__ = ["CheckResult", "Hint", "NotDone", "call_learner", "checker", "compare", "expect_shape", "expect_tensor",
+    "is_close",
+]
 
 
 def __getattr__(name: str):  # PEP 562: `checks.lesson03` imports checks/lesson03.py

@@ -113,6 +113,16 @@ def expect_tensor(value: Any, what: str, expected_shape: Sequence[int] | torch.S
     return value
 
 
+def expect_shape(value: Any, what: str) -> tuple[int, ...]:
+    """Check that a predicted shape is a tuple (or list) of ints and return it as a tuple."""
+    if value is None:
+        raise NotDone(f"not done yet: {what} is still None")
+    if not isinstance(value, (tuple, list, torch.Size)) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in value):
+        raise Hint(f"{what} should be a tuple of ints such as (2, 3), but got {value!r}")
+    return tuple(value)
+
+
 def is_close(a: Tensor, b: Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
     """Same shape and all values close (NaN counts as different)."""
     if a.shape != b.shape:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .._checks import shape_str
 from ..attention import MultiHeadAttention
-from ._harness import Hint, NotDone, call_learner, checker, compare, expect_tensor
+from ._harness import Hint, NotDone, call_learner, checker, compare, expect_shape, expect_tensor
 
 
 # Correct split/merge and the classic wrong ones. x: [B, T, D] or [B, H, T, d_head].
@@ -236,21 +236,12 @@ def check_param_count(predicted_params: Any, depends_on_heads: Any) -> str:
             f"(nn.MultiheadAttention: {theirs:,})")
 
 
-def _as_shape(value: Any, what: str) -> tuple[int, ...]:
-    if value is None:
-        raise NotDone(f"not done yet: {what} is still None")
-    if not isinstance(value, (tuple, list, torch.Size)) or not all(
-            isinstance(n, int) and not isinstance(n, bool) for n in value):
-        raise Hint(f"{what} should be a tuple of ints such as (2, 3), but got {value!r}")
-    return tuple(value)
-
-
 @checker("shapes in cross-attention")
 def check_cross_attention_shapes(predicted_weights_shape: Any, predicted_output_shape: Any) -> str:
     """Predicted shapes of ``cl.MultiHeadAttention(32, 4)(x, source, need_weights=True)`` with
     x ``[2, 5, 32]`` and source ``[2, 9, 32]``."""
-    weights_guess = _as_shape(predicted_weights_shape, "predicted_weights_shape")
-    output_guess = _as_shape(predicted_output_shape, "predicted_output_shape")
+    weights_guess = expect_shape(predicted_weights_shape, "predicted_weights_shape")
+    output_guess = expect_shape(predicted_output_shape, "predicted_output_shape")
     gen = torch.Generator().manual_seed(5)
     x, source = torch.randn(2, 5, 32, generator=gen), torch.randn(2, 9, 32, generator=gen)
     output, attn_weights = MultiHeadAttention(32, 4)(x, source, need_weights=True)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .._checks import shape_str
 from ..attention import MultiHeadAttention
-from ._harness import Hint, NotDone, call_learner, checker, compare, expect_tensor, is_close
+from ._harness import Hint, NotDone, call_learner, checker, compare, expect_shape, expect_tensor, is_close
 
 # --- Exercise 1 · cross_attention(decoder_states, encoder_out, w_q, w_k, w_v) -----------------------
 _CASES = [  # name, B, T_tgt, T_src, d_model, d_k, d_v, dtype
@@ -130,19 +130,10 @@ def _named(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(_SYMBOLS.get(n, str(n)) for n in shape) + "]"
 
 
-def _as_shape(value: Any, what: str) -> tuple[int, ...]:
-    if value is None:
-        raise NotDone(f"not done yet: {what} is still None")
-    if not isinstance(value, (tuple, list, torch.Size)) or not all(
-            isinstance(n, int) and not isinstance(n, bool) for n in value):
-        raise Hint(f"{what} should be a tuple of ints such as (2, 3), but got {value!r}")
-    return tuple(value)
-
-
 @checker("Exercise 2 · predict every shape")
 def check_shapes(q_shape: Any, kv_shape: Any, weights_shape: Any, output_shape: Any) -> str:
     """Predicted shapes in ``cl.MultiHeadAttention(64, 4)(decoder_states [3, 6, 64], encoder_out [3, 11, 64])``."""
-    guesses = {name: _as_shape(value, name) for name, value in
+    guesses = {name: expect_shape(value, name) for name, value in
                (("q_shape", q_shape), ("kv_shape", kv_shape), ("weights_shape", weights_shape),
                 ("output_shape", output_shape))}
     gen = torch.Generator().manual_seed(31)
