@@ -17,6 +17,7 @@ from .env import pick_device
 # The lower bounds of pyproject.toml (a test keeps the two in step).
 MINIMUM_VERSIONS: dict[str, str] = {
     "torch": "2.1", "numpy": "1.24", "matplotlib": "3.7", "seaborn": "0.12", "ipywidgets": "7.7", "tqdm": "4.60",
+    "sacrebleu": "2.0",
 }
 MINIMUM_PYTHON = (3, 10)
 
@@ -69,7 +70,7 @@ def environment_report(device: torch.device | str | None = None) -> dict[str, En
     """Check Python, the packages the course needs, the device and course_lib itself.
 
     Returns a dict keyed ``python``, ``torch``, ``device``, ``course_lib``, ``numpy``, ``matplotlib``,
-    ``seaborn``, ``ipywidgets``, ``tqdm``; each value says ``ok`` and a one-line ``detail``.
+    ``seaborn``, ``ipywidgets``, ``tqdm``, ``sacrebleu``; each value says ``ok`` and a one-line ``detail``.
     """
     from . import __version__
 
@@ -81,7 +82,7 @@ def environment_report(device: torch.device | str | None = None) -> dict[str, En
         "device": _device_check(device),
         "course_lib": EnvCheck("course_lib", True, __version__),
     }
-    for name in ("numpy", "matplotlib", "seaborn", "ipywidgets", "tqdm"):
+    for name in ("numpy", "matplotlib", "seaborn", "ipywidgets", "tqdm", "sacrebleu"):
         report[name] = _package_check(name)
     return report
 

@@ -17,7 +17,9 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 import course_lib  # noqa: E402
 from course_lib import tour  # noqa: E402
 
-EXPECTED_KEYS = ["python", "torch", "device", "course_lib", "numpy", "matplotlib", "seaborn", "ipywidgets", "tqdm"]
+EXPECTED_KEYS = [
+    "python", "torch", "device", "course_lib", "numpy", "matplotlib", "seaborn", "ipywidgets", "tqdm", "sacrebleu",
+]
 
 
 def test_environment_report_has_every_check_with_the_right_types() -> None:
