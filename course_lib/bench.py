@@ -201,7 +201,8 @@ def training_benchmark(*, seeds: Sequence[int] = (0,), time_budget_s: float = 90
     exact match every ``eval_every`` steps) once per seed, then score it.
 
     Returns one dict per seed: ``seed``, ``t95_s`` and ``t99_s`` (seconds, evaluation included, until validation
-    exact match first reached 95 % / 99 %; None if never), ``seconds`` and ``steps`` trained, ``stop_reason``,
+    exact match first reached 95 % / 99 %; None if never), ``seconds`` (the whole run, evaluations included) and
+    ``steps`` trained, ``stop_reason``,
     ``tokens_per_s`` (source + target tokens per second of training steps), test ``exact_match``,
     ``token_accuracy`` and ``bleu``, ``generalisation`` exact match, and ``best_head_aer``.
     """
@@ -217,7 +218,7 @@ def training_benchmark(*, seeds: Sequence[int] = (0,), time_budget_s: float = 90
                                                                                  data["generalisation"])
         aer = alignment_scores(translator.model, data["test"]).per_head
         rows.append(dict(seed=seed, t95_s=history.time_to(0.95), t99_s=history.time_to(0.99),
-                         seconds=history.elapsed[-1] if history.elapsed else 0.0, steps=history.steps,
+                         seconds=history.seconds, steps=history.steps,
                          stop_reason=history.stop_reason, tokens_per_s=history.tokens_per_second,
                          exact_match=test.exact_match, token_accuracy=test.token_accuracy, bleu=test.bleu,
                          generalisation=generalisation.exact_match, best_head_aer=float(aer.min())))

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +24,8 @@ from .model import Seq2SeqTransformer, TransformerConfig
 from .toy_language import make_splits
 from .translator import Translator, default_model_path, load_translator, save_translator
 
-__all__ = ["History", "TrainConfig", "Translator", "default_model_path", "learning_rate", "load_translator",
-           "save_translator", "toy_data", "toy_model_config", "train", "train_toy_translator",
+__all__ = ["History", "TrainConfig", "Translator", "default_model_path", "learning_rate", "load_or_train_translator",
+           "load_translator", "save_translator", "toy_data", "toy_model_config", "train", "train_toy_translator",
            "validation_exact_match"]
 
 
@@ -90,6 +91,11 @@ class History:
     @property
     def steps(self) -> int:
         return len(self.loss)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds from the start to the end of training, the last evaluation included."""
+        return max([0.0, *self.elapsed[-1:], *self.eval_elapsed[-1:]])
 
     @property
     def tokens_per_second(self) -> float:
@@ -230,6 +236,18 @@ def train_toy_translator(*, seed: int = 0, config: TrainConfig | None = None,
     torch.manual_seed(seed)
     model = Seq2SeqTransformer(toy_model_config(src_vocab, tgt_vocab)).to(device)
     history = train(model, data["train"], data["valid"], config, callback=callback, progress=progress)
-    info = {"seed": seed, "steps": history.steps, "seconds": history.elapsed[-1] if history.elapsed else 0.0,
+    info = {"seed": seed, "steps": history.steps, "seconds": history.seconds,
             "valid_exact_match": history.eval_exact_match[-1] if history.eval_exact_match else None}
     return Translator(model, src_vocab, tgt_vocab, info), history, data
+
+
+def load_or_train_translator(path: str | Path | None = None, *, device: torch.device | str = "cpu",
+                             progress: bool = True) -> Translator:
+    """The translator saved by lesson 07 (``load_translator``), or, if there is none, a new one trained with
+    ``train_toy_translator`` (about 90 s on a CPU) and saved to ``path`` for next time."""
+    try:
+        return load_translator(path, device=device)
+    except FileNotFoundError:
+        translator, _, _ = train_toy_translator(device=device, progress=progress)
+        save_translator(translator, path)
+        return translator

@@ -240,11 +240,40 @@ def test_toy_model_config_uses_the_vocabulary_sizes(data: dict[str, ParallelData
 
 
 def test_history_time_to_reads_the_first_crossing() -> None:
-    history = History(eval_elapsed=[1.0, 2.0, 3.0], eval_exact_match=[0.5, 0.96, 0.99])
+    history = History(elapsed=[0.5, 2.5], eval_elapsed=[1.0, 2.0, 3.0], eval_exact_match=[0.5, 0.96, 0.99])
     assert history.time_to(0.95) == 2.0 and history.time_to(0.99) == 3.0 and history.time_to(0.999) is None
+    assert history.seconds == 3.0 and History(elapsed=[4.0]).seconds == 4.0 and History().seconds == 0.0
 
 
 def test_examples_carry_alignments_for_the_aer() -> None:
     example = tl.make_splits(seed=0, sizes={"train": 1, "valid": 0, "test": 0, "generalisation": 0})["train"][0]
     assert {t for _, t in example.alignment} == set(range(len(example.target)))
     assert build_vocabularies([example])[0].encode(example.source)
+
+
+def test_training_benchmark_rows_and_table() -> None:
+    from course_lib import bench
+
+    rows = bench.training_benchmark(seeds=[0], time_budget_s=1.0, eval_every=5, sizes=SIZES)
+    assert len(rows) == 1 and rows[0]["seed"] == 0 and rows[0]["steps"] > 0
+    assert rows[0]["stop_reason"] in ("time budget", "target reached")
+    assert 0 <= rows[0]["exact_match"] <= 1 and 0 <= rows[0]["best_head_aer"] <= 1
+    table = bench.format_training_table(rows).splitlines()
+    assert len(table) == 3 and table[0].startswith("| seed | to 95 % (s) | to 99 % (s) |")
+    assert table[2].startswith("| 0 | not reached | not reached |") or rows[0]["t95_s"] is not None
+
+
+def test_load_or_train_trains_once_then_loads(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                              data: dict[str, ParallelData]) -> None:
+    calls = []
+
+    def fake_train(**kwargs):
+        calls.append(kwargs)
+        return Translator(tiny_model(data["train"]), data["train"].src_vocab, data["train"].tgt_vocab), None, None
+
+    monkeypatch.setattr(training, "train_toy_translator", fake_train)
+    path = tmp_path / "model.pt"
+    first = training.load_or_train_translator(path, progress=False)
+    assert len(calls) == 1 and path.exists()
+    second = training.load_or_train_translator(path, progress=False)
+    assert len(calls) == 1 and second.src_vocab == first.src_vocab
