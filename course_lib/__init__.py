@@ -19,8 +19,10 @@ from .model import AttentionMaps, Decoder, Encoder, Seq2SeqTransformer, Transfor
 
 __version__ = "0.1.0"
 
-# Submodules that pull in Matplotlib, seaborn or ipywidgets load on first use: `cl.plotting.attention_heatmap`.
-_LAZY_SUBMODULES = {"authoring", "bench", "checks", "plotting", "reference", "tour", "widgets"}
+# Submodules that pull in Matplotlib, seaborn, ipywidgets or sacrebleu, and the lesson 07-08 modules, load on first
+# use: `cl.plotting.attention_heatmap`, `cl.training.train`.
+_LAZY_SUBMODULES = {"authoring", "bench", "checks", "data", "metrics", "plotting", "reference", "tour", "toy_language",
+                    "training", "translator", "widgets"}
 
 
 def __getattr__(name: str):  # PEP 562
