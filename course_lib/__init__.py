@@ -1,4 +1,15 @@
-"""course_lib: the tested pieces built in *Cross-Attention from Scratch*, in lesson order."""
+"""course_lib: the tested pieces built in *Cross-Attention from Scratch*, in lesson order.
+
+Imported before torch (as by ``python -m course_lib.bench``), it sets ``OMP_WAIT_POLICY=PASSIVE`` unless you set
+it yourself, as every notebook's setup cell does: waiting CPU threads then sleep instead of spinning, which keeps
+training fast on a CPU that other programs also use (measured in the README).
+"""
+import os
+import sys
+
+if "torch" not in sys.modules:  # OpenMP reads the policy once, when torch loads it
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .attention import MultiHeadAttention, SourceKV, scaled_dot_product_attention
 from .cache import DecoderCache, KVCache
 from .env import pick_device, seed_everything

@@ -31,6 +31,7 @@ def setup_cell_source(version: str) -> str:
     """The first code cell of every notebook: Colab install, device, seed."""
     return f'''{SETUP_MARKER}: installs course_lib on Colab only, keeps Colab's own torch.
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,8 @@ if "google.colab" in sys.modules and importlib.util.find_spec("course_lib") is N
         check=True,
     )
 
+# Waiting CPU threads sleep instead of spinning: training stays fast while other programs use the CPU.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch is imported
 import torch
 
 import course_lib as cl

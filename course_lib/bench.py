@@ -191,7 +191,8 @@ def format_decoding_table(rows: list[dict]) -> str:
 
 def header_line(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return (f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    return (f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads (OMP_WAIT_POLICY {policy}), "
             f"{str(dtype).removeprefix('torch.')}, {datetime.date.today().isoformat()}")
 
 

@@ -1,18 +1,20 @@
-"""How good is a translator? Exact match, token accuracy and BLEU of its translations, and the
-alignment error rate (AER) of its cross-attention against the gold word alignments.
+"""How good is a translator? Exact match, token accuracy and BLEU of its translations, the
+alignment error rate (AER) of its cross-attention against the gold word alignments, and two tools to
+tell its heads apart: the entropy of attention rows and silencing heads (lesson 08).
 
 Alignments are sets of ``(source index, target index)`` links; indices count words only (no
 ``<bos>``/``<eos>``, no padding).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ._checks import shape_str
+from ._checks import require_bool_mask, require_broadcastable, require_tensor, shape_str
 from .data import Batch, ParallelData, Vocabulary
 from .generate import greedy_decode
 from .model import Seq2SeqTransformer
@@ -201,3 +203,66 @@ def evaluate(model: Seq2SeqTransformer, data: ParallelData, *, batch_size: int =
     references = [list(e.target) for e in data.examples]
     return Scores(exact_match(predictions, references), token_accuracy(predictions, references),
                   bleu(predictions, references) if with_bleu else float("nan"), len(references))
+
+
+# --- lesson 08: how sharp is a head, and does it matter? ---------------------------------------------------
+def attention_entropy(attn_weights: Tensor, key_mask: Tensor | None = None, *, normalise: bool = False) -> Tensor:
+    """Entropy of each attention row, in nats: ``attn_weights [..., T_q, S]`` -> ``[..., T_q]``.
+
+    ``H = -sum_s p_s ln p_s`` with ``0 ln 0 = 0``: 0 for a row on one key, ``ln n`` for a row spread
+    evenly over ``n`` keys.
+
+    Args:
+        key_mask: bool, broadcastable to ``attn_weights``, True at real keys (e.g.
+            ``model.source_mask(src_ids)`` ``[B, 1, 1, S]``). Padded keys have weight 0 and add nothing
+            to ``H``; the mask says how many keys *count* when normalising.
+        normalise: divide by ``ln n`` (``n`` real keys): 0 = on one key, 1 = even over all of them,
+            comparable between sentences of different lengths. Rows with fewer than 2 keys get 0.
+    """
+    require_tensor("attn_weights", attn_weights)
+    if attn_weights.ndim < 2 or not attn_weights.dtype.is_floating_point:
+        raise ValueError(f"attn_weights must be a float tensor [..., T_q, S]; got {attn_weights.dtype} "
+                         f"{shape_str(attn_weights.shape)}")
+    entropy = -torch.special.xlogy(attn_weights, attn_weights).sum(dim=-1)  # [..., T_q]; xlogy(0, 0) = 0
+    if not normalise:
+        return entropy
+    if key_mask is None:
+        n_keys = torch.full_like(entropy, attn_weights.shape[-1])
+    else:
+        require_tensor("key_mask", key_mask)
+        require_bool_mask("key_mask", key_mask)
+        require_broadcastable("key_mask", key_mask, attn_weights.shape, "(the weights' shape [..., T_q, S])")
+        n_keys = key_mask.expand(attn_weights.shape).sum(dim=-1).to(entropy.dtype)  # [..., T_q]
+    return torch.where(n_keys > 1, entropy / n_keys.clamp(min=2).log(), torch.zeros_like(entropy))
+
+
+@contextmanager
+def ablated_heads(model: Seq2SeqTransformer, heads: Iterable[tuple[int, int]]) -> Iterator[Seq2SeqTransformer]:
+    """Silence decoder cross-attention heads inside a ``with`` block.
+
+    Each ``(layer, head)`` has its columns ``head * d_head : (head + 1) * d_head`` of that layer's
+    ``cross_attn.out_proj.weight`` set to zero: the output projection then ignores the head's context,
+    exactly as if the head wrote zeros. The weights are restored on leaving the block.
+
+    Raises:
+        ValueError: for a layer or head the model does not have.
+    """
+    heads = sorted(set(heads))
+    n_layers, n_heads = len(model.decoder.layers), model.config.n_heads
+    if any(not (0 <= layer < n_layers and 0 <= head < n_heads) for layer, head in heads):
+        raise ValueError(f"heads must be (layer, head) pairs with layer < {n_layers} and head < {n_heads}; "
+                         f"got {heads}")
+    d_head = model.config.d_model // n_heads
+    saved = []
+    try:
+        with torch.no_grad():
+            for layer, head in heads:
+                weight = model.decoder.layers[layer].cross_attn.out_proj.weight  # [d_model, d_model]: (out, in)
+                columns = slice(head * d_head, (head + 1) * d_head)
+                saved.append((weight, columns, weight[:, columns].clone()))
+                weight[:, columns] = 0.0
+        yield model
+    finally:
+        with torch.no_grad():
+            for weight, columns, values in reversed(saved):
+                weight[:, columns] = values

@@ -50,6 +50,21 @@ class Translator:
             tokens = greedy_decode(self.model, src_ids, **kwargs).tokens
         return self.tgt_vocab.decode(tokens[0].cpu())
 
+    @torch.no_grad()
+    def cross_attention(self, sentence: str | Sequence[str], *, beam_size: int = 1) -> tuple[list[str], torch.Tensor]:
+        """Translate ``sentence``, then run the model teacher-forced on ``<bos>`` + its own translation.
+
+        Returns:
+            the translation (``T`` words, no ``<eos>``) and the cross-attention ``[L, H, T + 1, S]`` on the CPU:
+            row ``j`` is the decoder position that writes target word ``j`` (the last row writes ``<eos>``).
+        """
+        words = self.translate(sentence, beam_size=beam_size)
+        src_ids = self.source_ids(sentence)  # [1, S]
+        tgt_in = torch.tensor([[self.tgt_vocab.bos_id, *self.tgt_vocab.encode(words)]], device=src_ids.device)
+        self.model.eval()
+        _, maps = self.model.forward_with_attention(src_ids, tgt_in)  # decoder_cross: L x [1, H, T + 1, S]
+        return words, torch.stack(maps.decoder_cross)[:, 0].cpu()
+
 
 def default_model_path() -> Path:
     """``$COURSE_CACHE_DIR/toy_translator.pt``, else ``~/.cache/cross-attention-from-scratch/toy_translator.pt``."""

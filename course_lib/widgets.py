@@ -1,11 +1,15 @@
-"""Interactive attention explorer on core ipywidgets (7.7+ and 8.x: JupyterLab, Notebook, VS Code, Colab).
+"""Interactive attention explorers on core ipywidgets (7.7+ and 8.x: JupyterLab, Notebook, VS Code, Colab):
+``AttentionExplorer`` for any attention weights, ``TranslationExplorer`` for a translator's cross-attention.
 
 Figures are drawn with Matplotlib and placed in an ``Output`` as PNG images, so the explorer works the
 same in every front end and can be tested without a browser.
 """
 from __future__ import annotations
 
+import difflib
+import html
 import io
+import string
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +21,9 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 
 from ._checks import shape_str
+from .data import EOS
 from .plotting import attention_heatmap
+from .translator import Translator
 
 MEAN = -1  # head selector value for "mean over heads"
 
@@ -44,6 +50,7 @@ class AttentionExplorer:
         scores: optional raw scores, same shape as ``weights``, to show before and after masking.
         mask: optional bool mask broadcastable to ``[T_q, T_k]``, True = may attend.
         title: shown above the figure.
+        layer, head, query: the selection shown first (default: the last layer, the mean over heads, query 0).
     """
 
     def __init__(
@@ -55,6 +62,9 @@ class AttentionExplorer:
         scores: torch.Tensor | np.ndarray | None = None,
         mask: torch.Tensor | np.ndarray | None = None,
         title: str = "attention",
+        layer: int | None = None,
+        head: int = MEAN,
+        query: int = 0,
     ) -> None:
         self.weights = _to_4d("weights", weights)
         n_layers, n_heads, t_q, t_k = self.weights.shape
@@ -78,14 +88,18 @@ class AttentionExplorer:
                 raise ValueError(f"mask must broadcast to [T_q, T_k] = [{t_q}, {t_k}]; "
                                  f"got {shape_str(mask_array.shape)}") from None
         self.query_labels, self.key_labels, self.title = list(query_labels), list(key_labels), title
+        layer = n_layers - 1 if layer is None else layer
+        if not (0 <= layer < n_layers and -1 <= head < n_heads and 0 <= query < t_q):
+            raise ValueError(f"need 0 <= layer < {n_layers}, head = MEAN or 0 <= head < {n_heads}, "
+                             f"0 <= query < {t_q}; got layer={layer}, head={head}, query={query}")
         self.figure: Figure | None = None
 
-        self.layer = widgets.Dropdown(options=[(f"layer {i}", i) for i in range(n_layers)], value=n_layers - 1,
+        self.layer = widgets.Dropdown(options=[(f"layer {i}", i) for i in range(n_layers)], value=layer,
                                       description="layer", layout=widgets.Layout(width="160px"))
         head_options = [("mean over heads", MEAN)] + [(f"head {i}", i) for i in range(n_heads)]
-        self.head = widgets.Dropdown(options=head_options, value=MEAN, description="head",
+        self.head = widgets.Dropdown(options=head_options, value=head, description="head",
                                      layout=widgets.Layout(width="220px"))
-        self.query = widgets.IntSlider(value=0, min=0, max=t_q - 1, description="query",
+        self.query = widgets.IntSlider(value=query, min=0, max=t_q - 1, description="query",
                                        continuous_update=False, layout=widgets.Layout(width="320px"))
         views = ["weights"] + (["scores", "scores after mask"] if self.scores is not None else [])
         self.view = widgets.ToggleButtons(options=views, value="weights", description="show")
@@ -166,6 +180,111 @@ class AttentionExplorer:
         self.figure.savefig(path, dpi=150)
         self.status.value = f"saved {path}"
         return path
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+DEFAULT_SENTENCE = "the small cats saw a happy dog near the river"
+_ERROR_STYLE = "color: var(--jp-error-color1, #c62828)"  # JupyterLab's theme colour; a dark red elsewhere
+
+
+def sentence_words(sentence: str) -> list[str]:
+    """Lower-case words, punctuation around each word dropped: ``" The dog sleeps. "`` -> the, dog, sleeps."""
+    words = (word.strip(string.punctuation) for word in sentence.lower().split())
+    return [word for word in words if word]
+
+
+def unknown_words_message(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """``unknown word 'dgo' (did you mean 'dog'?)`` for each unknown word (plain text, not yet HTML-escaped)."""
+    parts = []
+    for word in dict.fromkeys(unknown):
+        close = [repr(match) for match in difflib.get_close_matches(word, known, n=3)]
+        options = " or ".join([", ".join(close[:-1]), close[-1]] if len(close) > 1 else close)
+        hint = f"did you mean {options}?" if close else "no similar word is known"
+        parts.append(f"unknown word {word!r} ({hint})")
+    return "; ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+class TranslationExplorer:
+    """Type a source sentence, see its translation and explore its cross-attention (layers x heads).
+
+    The weights are the model's own, teacher-forced on ``<bos>`` + its translation
+    (``Translator.cross_attention``): row ``j`` is the decoder position that writes target word ``j``
+    (the last row writes ``<eos>``); columns are the source words. Bad input (empty, unknown words)
+    gets a message, never an exception; the chosen layer, head and query are kept across sentences.
+    """
+
+    def __init__(self, translator: Translator, sentence: str = DEFAULT_SENTENCE, *, beam_size: int = 1) -> None:
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1; got {beam_size}")
+        self.translator, self.beam_size = translator, beam_size
+        self.text = widgets.Text(description="source", placeholder="type a sentence, then press Enter",
+                                 continuous_update=False, layout=widgets.Layout(width="560px"))
+        self.button = widgets.Button(description="Translate", button_style="primary")
+        self.message = widgets.HTML()
+        self.explorer: AttentionExplorer | None = None
+        self.translation: list[str] = []
+        self.weights: torch.Tensor | None = None
+        self._box = widgets.Box()  # holds the current AttentionExplorer's widget
+        self._selection: tuple[int | None, int, int] = (None, MEAN, 0)  # layer, head, query to keep
+        self._sentence: str | None = None
+        self.text.add_class("translation-input")
+        self.message.add_class("translation-message")
+        self.widget = widgets.VBox([widgets.HBox([self.text, self.button]), self.message, self._box])
+        self.widget.add_class("translation-explorer")  # a handle for browser tests and custom CSS
+        self.text.observe(self._on_text, names="value")
+        self.button.on_click(lambda button: self.translate(self.text.value))
+        self.translate(sentence)
+
+    def _on_text(self, change: dict) -> None:
+        if change["new"] != self._sentence:  # not the echo of translate() filling the text box
+            self.translate(change["new"])
+
+    def translate(self, sentence: str) -> list[str]:
+        """Put ``sentence`` in the text box, translate it and redraw. Returns the translation, or ``[]``
+        (with a message, the figure cleared) for an empty sentence or unknown words."""
+        self._sentence = sentence
+        self.text.value = sentence
+        if self.explorer is not None:
+            self._selection = (self.explorer.layer.value, self.explorer.head.value, self.explorer.query.value)
+        words = sentence_words(sentence)
+        unknown = [word for word in words if word not in self.translator.src_vocab]
+        if not words:
+            error = "type a sentence"
+        elif unknown:
+            error = unknown_words_message(unknown, self.translator.src_vocab.tokens[4:])
+        elif len(words) > self.translator.model.config.max_len:
+            error = f"too long: this model reads at most {self.translator.model.config.max_len} words"
+        else:
+            error = ""
+            try:
+                translation, weights = self.translator.cross_attention(words, beam_size=self.beam_size)
+            except ValueError as exc:  # not expected: shown rather than raised
+                error = f"could not translate this sentence: {exc}"
+        if error:
+            self.translation, self.weights, self.explorer, self._box.children = [], None, None, ()
+            self.message.value = f'<span style="{_ERROR_STYLE}">{html.escape(error, quote=False)}</span>'
+            return []
+        n_layers, n_heads, t_q, _ = weights.shape
+        layer, head, query = self._selection
+        self.explorer = AttentionExplorer(
+            weights, [*translation, EOS], words, title="cross-attention: rows write target words, columns are "
+            "source words", layer=layer if layer is not None and layer < n_layers else None,
+            head=head if head < n_heads else MEAN, query=query if query < t_q else 0,
+        )
+        self.translation, self.weights = translation, weights
+        self._box.children = (self.explorer.widget,)
+        shown = html.escape(" ".join(translation), quote=False) if translation else "<i>(empty translation)</i>"
+        self.message.value = (f"<b>{shown}</b> &nbsp; <span style='opacity: 0.7'>({_count(len(words), 'source word')}"
+                              f" &rarr; {_count(len(translation), 'target word')})</span>")
+        return translation
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

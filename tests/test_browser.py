@@ -1,5 +1,9 @@
 """JupyterLab in a real (headless) Chromium, driven by Playwright: Run All, no error output, the
-attention explorer's figure appears and redraws when its slider and dropdown change.
+attention explorer's figure appears and redraws when its slider and dropdown change; the translation
+explorer translates what is typed into it and answers an unknown word with a message.
+
+Lessons that load lesson 07's model get one trained for 10 s (``COURSE_CACHE_DIR`` points the
+Jupyter server, and so its kernels, at it), so no lesson trains for 90 s here.
 
 Needs Debian's chromium (/usr/bin/chromium) and the `playwright` package (never `playwright install`).
 Skipped when they are missing, unless COURSE_REQUIRE_BROWSER=1 (set by .ci/run), which makes a
@@ -14,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -28,10 +32,12 @@ ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# Every lesson that shows the attention explorer is driven in the browser.
-EXPLORER_LESSONS = sorted(
-    p.name for p in (ROOT / "notebooks").glob("*.ipynb") if "AttentionExplorer(" in p.read_text()
-)
+# Every lesson that shows an explorer is driven in the browser, each once: a lesson with the translation
+# explorer by its own test, which also moves the slider and head of the attention explorer inside it.
+_LESSONS = {p.name: p.read_text() for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
+TRANSLATION_LESSONS = [name for name, text in _LESSONS.items() if "TranslationExplorer(" in text]
+EXPLORER_LESSONS = [name for name, text in _LESSONS.items()
+                    if "AttentionExplorer(" in text and name not in TRANSLATION_LESSONS]
 
 pytestmark = pytest.mark.browser
 
@@ -52,7 +58,7 @@ if missing:
         raise RuntimeError(f"browser test required but {missing}")
     pytest.skip(f"browser test skipped: {missing}", allow_module_level=True)
 
-from playwright.sync_api import BrowserContext, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import BrowserContext, Locator, Page, sync_playwright  # noqa: E402
 
 
 def _free_port() -> int:
@@ -78,14 +84,43 @@ cl.widgets.AttentionExplorer(weights, ["le", "chat", "noir", "dort", "<eos>"],
     )
 
 
+def _translation_notebook() -> nbformat.NotebookNode:
+    """A minimal notebook showing the translation explorer on the briefly trained translator."""
+    code = """from course_lib import training
+
+translator = training.load_or_train_translator(device=device)  # from $COURSE_CACHE_DIR
+explorer = cl.widgets.TranslationExplorer(translator)
+explorer"""
+    return nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# Translation explorer smoke test"),
+               nbformat.v4.new_code_cell(setup_cell_source(course_lib.__version__) + "\nimport course_lib.widgets"),
+               nbformat.v4.new_code_cell(code)],
+        metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    )
+
+
+@pytest.fixture(scope="session")
+def translator_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for ``COURSE_CACHE_DIR`` holding a toy translator trained for 10 s (once per session)."""
+    from course_lib.training import TrainConfig, save_translator, train_toy_translator
+
+    folder = tmp_path_factory.mktemp("course-cache")
+    translator, _, _ = train_toy_translator(config=TrainConfig(time_budget_s=10), progress=False)
+    save_translator(translator, folder / "toy_translator.pt")
+    return folder
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A JupyterLab server on 127.0.0.1 over a copy of the notebooks, with hermetic Jupyter dirs."""
+def lab(tmp_path_factory: pytest.TempPathFactory, translator_cache: Path) -> Iterator[tuple[str, Path]]:
+    """A JupyterLab server on 127.0.0.1 over a copy of the notebooks, with hermetic Jupyter dirs and
+    ``COURSE_CACHE_DIR`` set to ``translator_cache`` (kernels inherit the server's environment)."""
     home = tmp_path_factory.mktemp("lab")
     root = home / "course"
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     nbformat.write(_explorer_notebook(), root / "notebooks" / "explorer_smoke_test.ipynb")
+    nbformat.write(_translation_notebook(), root / "notebooks" / "translation_smoke_test.ipynb")
     env = dict(os.environ)
+    env["COURSE_CACHE_DIR"] = str(translator_cache)
     for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "MPLCONFIGDIR"):
         (home / name).mkdir()
         env[name] = str(home / name)
@@ -176,10 +211,10 @@ def _errors(page: Page) -> list[str]:
     return [t for t in texts if "Traceback" in t or "Error" in t]
 
 
-def _settled_image(page: Page, explorer_index: int = 0) -> str:
-    """Wait until the kernel is idle and the explorer shows exactly one loaded image whose source has
-    not changed for a second (redraws replace the image, and old and new coexist briefly)."""
-    explorer = page.locator(".attention-explorer").nth(explorer_index)
+def _settled_image(page: Page, explorer: Locator | None = None) -> str:
+    """Wait until the kernel is idle and the explorer (default: the page's first) shows exactly one loaded
+    image whose source has not changed for a second (redraws replace the image; old and new coexist briefly)."""
+    explorer = explorer if explorer is not None else page.locator(".attention-explorer").first
     idle = page.locator(".jp-StatusBar-TextItem", has_text="| Idle")
     previous, stable_polls = None, 0
     for _ in range(240):
@@ -222,6 +257,66 @@ def _drive_explorer(page: Page, url: str, name: str) -> None:
     explorer.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-3-after-dropdown.png"))
 
 
+def _wait_for_change(page: Page, read: Callable[[], str], old: str, what: str) -> str:
+    """Poll ``read()`` until it differs from ``old`` (60 s at most); return the new value."""
+    for _ in range(240):
+        now = read()
+        if now != old:
+            return now
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{what} did not change within 60 s (still {old!r})")
+
+
+def _selected_label(select: Locator) -> str:
+    return select.evaluate("s => s.options[s.selectedIndex].textContent").replace("\xa0", " ")  # ipywidgets: nbsp
+
+
+def _drive_translation_explorer(page: Page, url: str, name: str) -> None:
+    """Run All; then in the first translation explorer: move the query slider and choose head 1, type a new
+    sentence (figure and translation change, head 1 kept), type an unknown word (a message, no traceback)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    stem = Path(name).stem
+    page.goto(url.format(name=name, workspace=stem.replace("_", "-")))
+    _run_all(page)
+    page.screenshot(path=str(ARTIFACTS / f"{stem}-0-run-all.png"), full_page=True)
+    assert _errors(page) == []
+    root = page.locator(".translation-explorer").first
+    root.wait_for(timeout=120_000)  # widget views render after the kernel's last message
+    root.scroll_into_view_if_needed()
+    explorer, message = root.locator(".attention-explorer"), root.locator(".translation-message")
+    text_box = root.locator(".translation-input input")
+    first = _settled_image(page, explorer)
+    assert " target word" in message.inner_text()
+    root.screenshot(path=str(ARTIFACTS / f"{stem}-1-after-run-all.png"))
+
+    handle = explorer.locator(".widget-slider .noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")  # query 0 -> 1
+    after_slider = _settled_image(page, explorer)
+    assert after_slider != first, "moving the query slider redraws the figure"
+    explorer.locator(".widget-dropdown select").nth(1).select_option(label="head 1")  # layer, then head
+    after_head = _settled_image(page, explorer)
+    assert after_head != after_slider, "choosing another head redraws the figure"
+
+    before = message.inner_text()
+    text_box.fill("The old farmers helped a tired horse.")
+    text_box.press("Enter")
+    now = _wait_for_change(page, message.inner_text, before, "the translation message")
+    assert "7 source words" in now
+    new_sentence = _settled_image(page, explorer)
+    assert new_sentence != after_head, "a new sentence redraws the figure"
+    assert _selected_label(explorer.locator(".widget-dropdown select").nth(1)) == "head 1", "head choice kept"
+    root.screenshot(path=str(ARTIFACTS / f"{stem}-2-new-sentence.png"))
+
+    text_box.fill("the small dgo sleeps")
+    text_box.press("Enter")
+    now = _wait_for_change(page, message.inner_text, now, "the translation message")
+    assert "unknown word 'dgo' (did you mean 'dog'" in now
+    explorer.wait_for(state="detached", timeout=30_000)  # the last good sentence's figure is cleared
+    assert _errors(page) == [] and "Traceback" not in root.inner_text()
+    root.screenshot(path=str(ARTIFACTS / f"{stem}-3-unknown-word.png"))
+
+
 @pytest.fixture(scope="module")
 def page(browser: BrowserContext) -> Iterator[Page]:
     page = browser.new_page()
@@ -236,3 +331,13 @@ def test_explorer_renders_and_redraws_in_jupyterlab(page: Page, lab: tuple[str, 
 @pytest.mark.parametrize("name", EXPLORER_LESSONS)
 def test_lesson_runs_and_its_explorer_redraws_in_jupyterlab(page: Page, lab: tuple[str, Path], name: str) -> None:
     _drive_explorer(page, lab[0], name)
+
+
+def test_translation_explorer_translates_what_is_typed_in_jupyterlab(page: Page, lab: tuple[str, Path]) -> None:
+    _drive_translation_explorer(page, lab[0], "translation_smoke_test.ipynb")
+
+
+@pytest.mark.parametrize("name", TRANSLATION_LESSONS)
+def test_lesson_runs_and_its_translation_explorer_works_in_jupyterlab(page: Page, lab: tuple[str, Path],
+                                                                      name: str) -> None:
+    _drive_translation_explorer(page, lab[0], name)

@@ -1,6 +1,7 @@
 """The package's import surface: `import course_lib` stays light, heavy submodules load on first use."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -26,3 +27,18 @@ def test_every_lazy_submodule_resolves_as_an_attribute(name: str) -> None:
 def test_unknown_attribute_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'not_a_module'"):
         cl.not_a_module  # noqa: B018
+
+
+def _policy_after(code: str, env_policy: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env_policy is not None:
+        env["OMP_WAIT_POLICY"] = env_policy
+    code += "; import os; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+
+
+def test_importing_course_lib_first_makes_waiting_threads_sleep() -> None:
+    assert _policy_after("import course_lib", None) == "PASSIVE"
+    assert _policy_after("import course_lib", "ACTIVE") == "ACTIVE"  # the user's own choice wins
+    assert _policy_after("import torch, course_lib", None) == "unset"  # too late to matter: left alone
