@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from checker_helpers import assert_fail, raise_not_implemented, raise_value_error
 
 from course_lib.checks import lesson02
-from course_lib.checks._harness import CheckResult
 
 
 # The reference solutions, identical in behaviour to solutions/02_multi_head_attention.ipynb.
@@ -48,20 +48,6 @@ def _mha_variant(*, scale=None, dim=-1, split=split_heads, merge=merge_heads, ou
     return forward
 
 
-def _raise_not_implemented(*args):
-    raise NotImplementedError("exercise not done yet")
-
-
-def _raise_value_error(*args):
-    raise ValueError("boom")
-
-
-def _assert_fail(result: CheckResult, phrase: str) -> None:
-    assert isinstance(result, CheckResult)
-    assert result.status == "fail", result
-    assert phrase in result.message, result.message
-
-
 # --- split_heads ---------------------------------------------------------------------------------
 def test_split_heads_solution_passes():
     result = lesson02.check_split_heads(split_heads)
@@ -76,7 +62,7 @@ def test_split_heads_solution_passes():
     (lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(1, 2) * 2, "differs from the reference"),
 ])
 def test_split_heads_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson02.check_split_heads(wrong), phrase)
+    assert_fail(lesson02.check_split_heads(wrong), phrase)
 
 
 # --- merge_heads ---------------------------------------------------------------------------------
@@ -92,7 +78,7 @@ def test_merge_heads_solution_passes():
     (lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1), "not contiguous"),
 ])
 def test_merge_heads_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson02.check_merge_heads(wrong), phrase)
+    assert_fail(lesson02.check_merge_heads(wrong), phrase)
 
 
 # --- mha_forward ---------------------------------------------------------------------------------
@@ -115,7 +101,7 @@ def test_mha_forward_solution_passes():
     (lambda x, source, w_q, w_k, w_v, w_o, h: split_heads(x @ w_q.T, h), "still per head"),
 ])
 def test_mha_forward_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson02.check_mha_forward(wrong), phrase)
+    assert_fail(lesson02.check_mha_forward(wrong), phrase)
 
 
 # --- every function checker: not done, broken, wrong type or shape --------------------------------
@@ -123,21 +109,21 @@ FUNCTION_CHECKERS = [lesson02.check_split_heads, lesson02.check_merge_heads, les
 
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
-@pytest.mark.parametrize("answer", [None, _raise_not_implemented])
+@pytest.mark.parametrize("answer", [None, raise_not_implemented])
 def test_unfinished_answer_is_not_done(check, answer):
     assert check(answer).status == "not_done"
 
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
 @pytest.mark.parametrize("answer, phrase", [
-    (_raise_value_error, "raised ValueError: boom"),
+    (raise_value_error, "raised ValueError: boom"),
     (lambda *args: [1, 2, 3], "should return a torch.Tensor"),
     (lambda *args: torch.zeros(1, 2, 3, 4, 5), "has shape [1, 2, 3, 4, 5]"),
     (lambda *args: (torch.zeros(1), torch.zeros(1)), "tuple of 2 tensors"),
     (42, "should be a function"),
 ])
 def test_broken_answer_fails_without_raising(check, answer, phrase):
-    _assert_fail(check(answer), phrase)
+    assert_fail(check(answer), phrase)
 
 
 # --- predict, then verify: parameter count --------------------------------------------------------
@@ -158,7 +144,7 @@ def test_param_count_solution_passes():
     (1_050_624, "no", "True or False"),
 ])
 def test_param_count_mistakes_get_their_hint(params, depends, phrase):
-    _assert_fail(lesson02.check_param_count(params, depends), phrase)
+    assert_fail(lesson02.check_param_count(params, depends), phrase)
 
 
 @pytest.mark.parametrize("params, depends", [(None, False), (1_050_624, None), (None, None)])
@@ -182,7 +168,7 @@ def test_cross_attention_shapes_solution_passes():
     ([2, 4, 5, 9.0], (2, 5, 32), "tuple of ints"),
 ])
 def test_cross_attention_shapes_mistakes_get_their_hint(weights, output, phrase):
-    _assert_fail(lesson02.check_cross_attention_shapes(weights, output), phrase)
+    assert_fail(lesson02.check_cross_attention_shapes(weights, output), phrase)
 
 
 def test_cross_attention_shapes_accepts_lists_and_sizes():

@@ -5,21 +5,9 @@ import math
 
 import pytest
 import torch
+from checker_helpers import assert_fail, raise_not_implemented, raise_value_error
 
 from course_lib.checks import lesson03
-
-
-def _assert_fail(result, phrase: str) -> None:
-    assert result.status == "fail", result
-    assert phrase in result.message, result.message
-
-
-def _raise_not_implemented(*args):
-    raise NotImplementedError("exercise not done yet")
-
-
-def _raise_value_error(*args):
-    raise ValueError("boom")
 
 
 # --- Exercise 1 · cross_attention -----------------------------------------------------------------
@@ -74,7 +62,7 @@ def test_sdpa_based_solution_passes():
     (lambda dec, enc, w_q, w_k, w_v: cross_attention(dec, enc, w_q, w_k, w_v)[::-1], "has shape"),
 ])
 def test_cross_attention_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson03.check_cross_attention(wrong), phrase)
+    assert_fail(lesson03.check_cross_attention(wrong), phrase)
 
 
 def test_kv_from_decoder_is_caught_even_with_equal_lengths():
@@ -82,7 +70,7 @@ def test_kv_from_decoder_is_caught_even_with_equal_lengths():
     def self_when_equal(dec, enc, w_q, w_k, w_v):
         return (_variant(kv_from_decoder=True) if dec.shape[1] == enc.shape[1] else cross_attention)(
             dec, enc, w_q, w_k, w_v)
-    _assert_fail(lesson03.check_cross_attention(self_when_equal), "does not change when the source changes")
+    assert_fail(lesson03.check_cross_attention(self_when_equal), "does not change when the source changes")
 
 
 @pytest.mark.parametrize("wrong, phrase", [
@@ -93,23 +81,23 @@ def test_equal_length_mistakes_are_named(wrong, phrase):
     """Swaps that only run when T_tgt == T_src are diagnosed from the values, not the shape."""
     def only_when_equal(dec, enc, w_q, w_k, w_v):
         return (wrong if dec.shape[1] == enc.shape[1] else cross_attention)(dec, enc, w_q, w_k, w_v)
-    _assert_fail(lesson03.check_cross_attention(only_when_equal), phrase)
+    assert_fail(lesson03.check_cross_attention(only_when_equal), phrase)
 
 
-@pytest.mark.parametrize("answer", [None, _raise_not_implemented])
+@pytest.mark.parametrize("answer", [None, raise_not_implemented])
 def test_cross_attention_unfinished_is_not_done(answer):
     assert lesson03.check_cross_attention(answer).status == "not_done"
 
 
 @pytest.mark.parametrize("answer, phrase", [
-    (_raise_value_error, "raised ValueError: boom"),
+    (raise_value_error, "raised ValueError: boom"),
     (lambda *args: [1, 2, 3], "should return a pair"),
     (lambda *args: torch.zeros(1, 2, 3), "returned one tensor"),
     (lambda *args: (torch.zeros(1, 2, 3, 4), torch.zeros(1)), "has shape [1, 2, 3, 4]"),
     (42, "should be a function"),
 ])
 def test_cross_attention_broken_answer_fails_without_raising(answer, phrase):
-    _assert_fail(lesson03.check_cross_attention(answer), phrase)
+    assert_fail(lesson03.check_cross_attention(answer), phrase)
 
 
 # --- Exercise 2 · predict every shape -------------------------------------------------------------
@@ -134,7 +122,7 @@ def test_shapes_solution_passes():
 def test_shape_mistakes_are_explained(index, guess, phrase):
     shapes = list(RIGHT_SHAPES)
     shapes[index] = guess
-    _assert_fail(lesson03.check_shapes(*shapes), phrase)
+    assert_fail(lesson03.check_shapes(*shapes), phrase)
 
 
 def test_shapes_accept_lists_and_sizes():
@@ -175,16 +163,16 @@ def test_example_alignment_reads_as_intended():
     (lambda w, s: "car", "should return a list of str"),
 ])
 def test_read_alignment_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson03.check_read_alignment(wrong), phrase)
+    assert_fail(lesson03.check_read_alignment(wrong), phrase)
 
 
-@pytest.mark.parametrize("answer", [None, _raise_not_implemented])
+@pytest.mark.parametrize("answer", [None, raise_not_implemented])
 def test_read_alignment_unfinished_is_not_done(answer):
     assert lesson03.check_read_alignment(answer).status == "not_done"
 
 
 def test_read_alignment_that_raises_fails_without_raising():
-    _assert_fail(lesson03.check_read_alignment(_raise_value_error), "raised ValueError: boom")
+    assert_fail(lesson03.check_read_alignment(raise_value_error), "raised ValueError: boom")
 
 
 # --- Exercise 4 · which call is secretly self-attention? ------------------------------------------
@@ -206,7 +194,7 @@ def test_depends_on_source_solution_passes():
     (lambda layer, dec, enc: layer(dec, enc) != layer(dec, torch.randn_like(enc)), "True or False"),
 ])
 def test_depends_on_source_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson03.check_depends_on_source(wrong), phrase)
+    assert_fail(lesson03.check_depends_on_source(wrong), phrase)
 
 
 def test_depends_on_source_accepts_a_bool_tensor():
@@ -214,13 +202,13 @@ def test_depends_on_source_accepts_a_bool_tensor():
     assert lesson03.check_depends_on_source(answer).passed
 
 
-@pytest.mark.parametrize("answer", [None, _raise_not_implemented])
+@pytest.mark.parametrize("answer", [None, raise_not_implemented])
 def test_depends_on_source_unfinished_is_not_done(answer):
     assert lesson03.check_depends_on_source(answer).status == "not_done"
 
 
 def test_depends_on_source_that_raises_fails_without_raising():
-    _assert_fail(lesson03.check_depends_on_source(_raise_value_error), "raised ValueError: boom")
+    assert_fail(lesson03.check_depends_on_source(raise_value_error), "raised ValueError: boom")
 
 
 def test_the_suspect_is_found_by_the_solution():
@@ -236,7 +224,7 @@ def test_the_suspect_is_found_by_the_solution():
     ("a", "really reads encoder_out"), ("b", "really reads encoder_out"), ("d", "one letter"), (["c"], "one letter"),
 ])
 def test_wrong_suspect_gets_a_hint(answer, phrase):
-    _assert_fail(lesson03.check_suspect(answer), phrase)
+    assert_fail(lesson03.check_suspect(answer), phrase)
 
 
 def test_unanswered_suspect_is_not_done():

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from checker_helpers import assert_fail, raise_not_implemented, raise_value_error
 
 import course_lib as cl
-from course_lib.checks import CheckResult, lesson04
+from course_lib.checks import lesson04
 
 
 # Reference solutions, identical in behaviour to solutions/04_masks.ipynb.
@@ -39,20 +40,6 @@ def make_packed_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     return same_document & torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
 
 
-def _raise_not_implemented(*args):
-    raise NotImplementedError("exercise not done yet")
-
-
-def _raise_value_error(*args):
-    raise ValueError("boom")
-
-
-def _assert_fail(result: CheckResult, phrase: str) -> None:
-    assert isinstance(result, CheckResult)
-    assert result.status == "fail", result
-    assert phrase in result.message, result.message
-
-
 def _tril(n: int, diagonal: int = 0) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool).tril(diagonal)
 
@@ -76,7 +63,7 @@ def test_padding_mask_solution_passes():
     (lambda ids, pad: (ids != 0)[:, None, None, :], "compared with 0"),
 ])
 def test_padding_mask_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson04.check_padding_mask(wrong), phrase)
+    assert_fail(lesson04.check_padding_mask(wrong), phrase)
 
 
 # --- decoder mask ----------------------------------------------------------------------------------
@@ -107,7 +94,7 @@ def _decoder_variant(causal_fn=_tril, combine=lambda pad, causal: pad & causal, 
     (lambda ids, pad: make_padding_mask(ids, pad), "padding mask alone"),
 ])
 def test_decoder_mask_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson04.check_decoder_mask(wrong), phrase)
+    assert_fail(lesson04.check_decoder_mask(wrong), phrase)
 
 
 # --- conversions -----------------------------------------------------------------------------------
@@ -128,7 +115,7 @@ def test_library_converter_passes_too():
     (lambda mask: ~mask[:, 0, 0, :].flip(-1), "differs from the reference"),
 ])
 def test_key_padding_mask_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson04.check_key_padding_mask(wrong), phrase)
+    assert_fail(lesson04.check_key_padding_mask(wrong), phrase)
 
 
 def test_additive_mask_solution_passes():
@@ -146,7 +133,7 @@ def test_additive_mask_solution_passes():
     (lambda mask: to_additive_mask(mask).squeeze(), "has shape"),
 ])
 def test_additive_mask_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson04.check_additive_mask(wrong), phrase)
+    assert_fail(lesson04.check_additive_mask(wrong), phrase)
 
 
 # --- masked softmax --------------------------------------------------------------------------------
@@ -181,7 +168,7 @@ def _zero_rows_with_any_mask(scores, mask):
     (lambda s, m: masked_softmax(s, m) + (~m.any(-1, keepdim=True)) * 0.1, "must be all zeros"),
 ])
 def test_masked_softmax_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson04.check_masked_softmax(wrong), phrase)
+    assert_fail(lesson04.check_masked_softmax(wrong), phrase)
 
 
 # --- packed causal mask ----------------------------------------------------------------------------
@@ -205,7 +192,7 @@ def test_packed_causal_mask_solution_agrees_with_course_lib():
     (lambda ids: make_packed_causal_mask(ids)[:, 0], "Add the head axis"),
 ])
 def test_packed_causal_mask_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson04.check_packed_causal_mask(wrong), phrase)
+    assert_fail(lesson04.check_packed_causal_mask(wrong), phrase)
 
 
 # --- every function checker: not done, broken, wrong type or shape --------------------------------
@@ -214,21 +201,21 @@ FUNCTION_CHECKERS = [lesson04.check_padding_mask, lesson04.check_decoder_mask, l
 
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
-@pytest.mark.parametrize("answer", [None, _raise_not_implemented])
+@pytest.mark.parametrize("answer", [None, raise_not_implemented])
 def test_unfinished_answer_is_not_done(check, answer):
     assert check(answer).status == "not_done"
 
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
 @pytest.mark.parametrize("answer, phrase", [
-    (_raise_value_error, "raised ValueError: boom"),
+    (raise_value_error, "raised ValueError: boom"),
     (lambda *args: [1, 2, 3], "should return a torch.Tensor"),
     (lambda *args: torch.zeros(1, 2, 3, 4, 5, dtype=torch.bool), "has shape [1, 2, 3, 4, 5]"),
     (lambda *args: (torch.zeros(1), torch.zeros(1)), "tuple of 2 tensors"),
     (42, "should be a function"),
 ])
 def test_broken_answer_fails_without_raising(check, answer, phrase):
-    _assert_fail(check(answer), phrase)
+    assert_fail(check(answer), phrase)
 
 
 # --- predict, then verify: empty rows ---------------------------------------------------------------
@@ -248,7 +235,7 @@ def test_empty_rows_prediction_passes():
     (True, "whole number"),
 ])
 def test_empty_rows_prediction_mistakes_get_their_hint(prediction, phrase):
-    _assert_fail(lesson04.check_empty_rows_prediction(prediction), phrase)
+    assert_fail(lesson04.check_empty_rows_prediction(prediction), phrase)
 
 
 def test_empty_rows_prediction_unanswered_is_not_done():

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from checker_helpers import assert_fail, raise_not_implemented, raise_value_error
 
 from course_lib.checks import lesson05
-from course_lib.checks._harness import CheckResult
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -39,20 +39,6 @@ def encoder_layer_post_norm(layer, x, mask):
 ENCODER_LAYER = 4 * (64 * 64 + 64) + (64 * 256 + 256) + (256 * 64 + 64) + 2 * (2 * 64)
 DECODER_LAYER = 2 * 4 * (64 * 64 + 64) + (64 * 256 + 256) + (256 * 64 + 64) + 3 * (2 * 64)
 TOTAL = 1000 * 64 + 800 * 64 + 2 * ENCODER_LAYER + 2 * DECODER_LAYER + 2 * (2 * 64) + (64 * 800 + 800)
-
-
-def _assert_fail(result: CheckResult, phrase: str) -> None:
-    assert isinstance(result, CheckResult)
-    assert result.status == "fail", result
-    assert phrase in result.message, result.message
-
-
-def _raise_not_implemented(*args):
-    raise NotImplementedError("exercise not done yet")
-
-
-def _raise_value_error(*args):
-    raise ValueError("boom")
 
 
 # --- sinusoidal positions ------------------------------------------------------------------------
@@ -89,7 +75,7 @@ def test_positions_solution_passes():
     (lambda max_len, d: sinusoidal_positions(max_len, d) * 2, "differs from the reference"),
 ])
 def test_positions_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson05.check_sinusoidal_positions(wrong), phrase)
+    assert_fail(lesson05.check_sinusoidal_positions(wrong), phrase)
 
 
 # --- decoder layer -------------------------------------------------------------------------------
@@ -152,7 +138,7 @@ def _unpacking_forgotten(layer, y, memory, self_mask, memory_mask):
     (_unpacking_forgotten, "unpack it"),
 ])
 def test_decoder_layer_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson05.check_decoder_layer_forward(wrong), phrase)
+    assert_fail(lesson05.check_decoder_layer_forward(wrong), phrase)
 
 
 # --- post-norm encoder layer ---------------------------------------------------------------------
@@ -198,7 +184,7 @@ def test_post_norm_solution_passes():
     (_no_ffn_residual, "residual around the feed-forward block"),
 ])
 def test_post_norm_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson05.check_post_norm_encoder_layer(wrong), phrase)
+    assert_fail(lesson05.check_post_norm_encoder_layer(wrong), phrase)
 
 
 # --- every function checker: not done, broken, wrong type or shape --------------------------------
@@ -207,14 +193,14 @@ FUNCTION_CHECKERS = [lesson05.check_sinusoidal_positions, lesson05.check_decoder
 
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
-@pytest.mark.parametrize("answer", [None, _raise_not_implemented])
+@pytest.mark.parametrize("answer", [None, raise_not_implemented])
 def test_unfinished_answer_is_not_done(check, answer):
     assert check(answer).status == "not_done"
 
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
 @pytest.mark.parametrize("answer, phrase", [
-    (_raise_value_error, "raised ValueError: boom"),
+    (raise_value_error, "raised ValueError: boom"),
     (lambda *args: [1, 2, 3], "should return a torch.Tensor"),
     (lambda *args: torch.zeros(1, 2, 3, 4, 5), "has shape [1, 2, 3, 4, 5]"),
     (lambda *args: (torch.zeros(1), torch.zeros(1)), "tuple of 2 tensors"),
@@ -224,7 +210,7 @@ def test_unfinished_answer_is_not_done(check, answer):
 def test_broken_answer_fails_without_raising(check, answer, phrase):
     if check is lesson05.check_sinusoidal_positions and "[50, 16]" in phrase:
         phrase = "contains NaN"
-    _assert_fail(check(answer), phrase)
+    assert_fail(check(answer), phrase)
 
 
 def test_checkers_leave_the_random_state_and_thread_count_alone():
@@ -273,7 +259,7 @@ def test_param_counts_match_the_real_model():
     (("many", DECODER_LAYER, TOTAL), "whole number"),
 ])
 def test_param_counts_mistakes_get_their_hint(guess, phrase):
-    _assert_fail(lesson05.check_param_counts(*guess), phrase)
+    assert_fail(lesson05.check_param_counts(*guess), phrase)
 
 
 @pytest.mark.parametrize("guess", [(None, DECODER_LAYER, TOTAL), (ENCODER_LAYER, DECODER_LAYER, None)])
@@ -297,7 +283,7 @@ def test_what_changes_solution_passes():
     ({0, 1, 2, 3, 4}, [3.0, 4.0], "collection of positions"),
 ])
 def test_what_changes_mistakes_get_their_hint(by_source, by_target, phrase):
-    _assert_fail(lesson05.check_what_changes(by_source, by_target), phrase)
+    assert_fail(lesson05.check_what_changes(by_source, by_target), phrase)
 
 
 def test_what_changes_not_done():

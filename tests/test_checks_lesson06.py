@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from checker_helpers import assert_fail, raise_not_implemented, raise_value_error
 
-from course_lib.checks import CheckResult, lesson06
+from course_lib.checks import lesson06
 
 
 # Reference solutions, identical in behaviour to solutions/06_caching.ipynb.
@@ -36,20 +37,6 @@ def kv_cache_bytes(n_layers, n_heads, d_head, batch, tgt_len, src_len, dtype):
 
 
 prediction_without_cache, prediction_with_cache = "linear", "flat"
-
-
-def _raise_not_implemented(*args, **kwargs):
-    raise NotImplementedError("exercise not done yet")
-
-
-def _raise_value_error(*args, **kwargs):
-    raise ValueError("boom")
-
-
-def _assert_fail(result: CheckResult, phrase: str) -> None:
-    assert isinstance(result, CheckResult)
-    assert result.status == "fail", result
-    assert phrase in result.message, result.message
 
 
 # --- exercise 1: one cached self-attention step ----------------------------------------------------
@@ -82,7 +69,7 @@ def _step_variant(*, axis=2, attend="all", new_first=False, return_old=False, sc
     (lambda *args: (cached_attention_step(*args)[0].float(),) + cached_attention_step(*args)[1:], "keep the"),
 ])
 def test_cached_attention_step_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson06.check_cached_attention_step(wrong), phrase)
+    assert_fail(lesson06.check_cached_attention_step(wrong), phrase)
 
 
 # --- exercise 2: cross-attention keys and values computed once -------------------------------------
@@ -133,7 +120,7 @@ def _returns_pair(cross_attn, memory, memory_mask):
     (lambda cross_attn, memory, memory_mask: (lambda x: x[:, 0]), "has shape"),
 ])
 def test_cross_attention_step_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson06.check_cross_attention_step(wrong), phrase)
+    assert_fail(lesson06.check_cross_attention_step(wrong), phrase)
 
 
 # --- exercise 3: cache size in bytes -----------------------------------------------------------------
@@ -175,14 +162,14 @@ def _size_variant(*, kv=2, layers=lambda n: n, per_head=lambda h, d: d, batch=la
     (lambda n_layers, heads, d_head, batch, tgt_len, src_len, dtype: 0, "unexpected keyword argument"),
 ])
 def test_kv_cache_bytes_mistakes_get_their_hint(wrong, phrase):
-    _assert_fail(lesson06.check_kv_cache_bytes(wrong), phrase)
+    assert_fail(lesson06.check_kv_cache_bytes(wrong), phrase)
 
 
 def test_kv_cache_bytes_half_factor_in_one_part_is_named():
     def no_factor_in_cross(n_layers, n_heads, d_head, batch, tgt_len, src_len, dtype):
         per_position = n_layers * batch * n_heads * d_head * torch.finfo(dtype).bits // 8
         return 2 * per_position * tgt_len + per_position * src_len
-    _assert_fail(lesson06.check_kv_cache_bytes(no_factor_in_cross), "missing in the cross-attention part")
+    assert_fail(lesson06.check_kv_cache_bytes(no_factor_in_cross), "missing in the cross-attention part")
 
 
 # --- exercise 4: predict, then verify ------------------------------------------------------------------
@@ -201,7 +188,7 @@ def test_step_time_prediction_solution_passes_with_evidence():
     (2, "flat", "got 2"),
 ])
 def test_step_time_prediction_mistakes_get_their_hint(without, with_, phrase):
-    _assert_fail(lesson06.check_step_time_prediction(without, with_), phrase)
+    assert_fail(lesson06.check_step_time_prediction(without, with_), phrase)
 
 
 def test_step_time_prediction_accepts_synonyms():
@@ -215,7 +202,7 @@ FUNCTION_CHECKERS = [lesson06.check_cached_attention_step, lesson06.check_cross_
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
 def test_unfinished_and_none_are_not_done(check):
-    assert check(_raise_not_implemented).status == "not_done"
+    assert check(raise_not_implemented).status == "not_done"
     assert check(None).status == "not_done"
 
 
@@ -226,9 +213,9 @@ def test_unanswered_prediction_is_not_done():
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
 def test_crashing_or_wrong_type_fails_without_raising(check):
-    _assert_fail(check(_raise_value_error), "raised ValueError: boom")
-    _assert_fail(check(lambda *args, **kwargs: [1, 2, 3]), "")
-    _assert_fail(check(42), "should be a function")
+    assert_fail(check(raise_value_error), "raised ValueError: boom")
+    assert_fail(check(lambda *args, **kwargs: [1, 2, 3]), "")
+    assert_fail(check(42), "should be a function")
 
 
 def test_step_that_raises_later_is_a_hint():
@@ -236,7 +223,7 @@ def test_step_that_raises_later_is_a_hint():
         def step(x):
             raise RuntimeError("inside step")
         return step
-    _assert_fail(lesson06.check_cross_attention_step(make), "step(x) raised RuntimeError: inside step")
+    assert_fail(lesson06.check_cross_attention_step(make), "step(x) raised RuntimeError: inside step")
 
 
 def test_checkers_leave_threads_and_random_state_alone():
