@@ -113,8 +113,8 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson("04", "Masks", ("masks",), "model"),
     Lesson("05", "Encoder–decoder", ("layers", "model"), "model"),
     Lesson("06", "Caching", ("cache", "generate"), "use"),
-    Lesson("07", "Toy translation", ("toy_language", "data", "training"), "use"),
-    Lesson("08", "Attention explorer", ("widgets",), "use"),
+    Lesson("07", "Toy translation", ("toy_language, data", "training, metrics"), "use"),
+    Lesson("08", "Attention explorer", ("TranslationExplorer", "attention_entropy"), "use"),
 )
 PARTS: dict[str, tuple[str, str]] = {  # part -> (legend label, box colour)
     "start": ("getting started", "#e8e8e8"),
