@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from course_lib.checks import CheckResult
 
 
@@ -22,6 +24,18 @@ def assert_fail(result: CheckResult, phrase: str) -> None:
     assert isinstance(result, CheckResult)
     assert result.status == "fail", result
     assert phrase in result.message, result.message
+
+
+def broken_answers(wrong_shape: torch.Tensor) -> list[tuple[Any, str]]:
+    """Answers that crash, return the wrong type or ``wrong_shape``, or are no function, each with the phrase
+    the checker's hint must contain."""
+    return [
+        (raise_value_error, "raised ValueError: boom"),
+        (lambda *args: [1, 2, 3], "should return a torch.Tensor"),
+        (lambda *args: wrong_shape, f"has shape {list(wrong_shape.shape)}"),
+        (lambda *args: (torch.zeros(1), torch.zeros(1)), "tuple of 2 tensors"),
+        (42, "should be a function"),
+    ]
 
 
 def assert_robust(check: Callable[[Any], CheckResult], wrong_shape: Any) -> None:

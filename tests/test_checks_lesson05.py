@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from checker_helpers import assert_fail, raise_not_implemented, raise_value_error
+from checker_helpers import assert_fail, broken_answers, raise_not_implemented
 
 from course_lib.checks import lesson05
 
@@ -200,12 +200,8 @@ def test_unfinished_answer_is_not_done(check, answer):
 
 @pytest.mark.parametrize("check", FUNCTION_CHECKERS)
 @pytest.mark.parametrize("answer, phrase", [
-    (raise_value_error, "raised ValueError: boom"),
-    (lambda *args: [1, 2, 3], "should return a torch.Tensor"),
-    (lambda *args: torch.zeros(1, 2, 3, 4, 5), "has shape [1, 2, 3, 4, 5]"),
-    (lambda *args: (torch.zeros(1), torch.zeros(1)), "tuple of 2 tensors"),
+    *broken_answers(torch.zeros(1, 2, 3, 4, 5)),
     (lambda *args: torch.full((50, 16), math.nan), "has shape [50, 16]"),
-    (42, "should be a function"),
 ])
 def test_broken_answer_fails_without_raising(check, answer, phrase):
     if check is lesson05.check_sinusoidal_positions and "[50, 16]" in phrase:

@@ -17,6 +17,7 @@ Writing a checker::
 from __future__ import annotations
 
 import functools
+import numbers
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,6 +112,15 @@ def expect_tensor(value: Any, what: str, expected_shape: Sequence[int] | torch.S
     if expected_shape is not None and tuple(value.shape) != tuple(expected_shape):
         raise Hint(f"{what} has shape {shape_str(value.shape)}; expected {shape_str(expected_shape)}")
     return value
+
+
+def expect_int(value: Any, what: str) -> int:
+    """Check that a predicted count is a whole number (an int, or a float such as 12.0) and return it."""
+    if value is None:
+        raise NotDone(f"not done yet: {what} is still None")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value):
+        raise Hint(f"{what} should be a whole number, but got {value!r}")
+    return int(value)
 
 
 def expect_shape(value: Any, what: str) -> tuple[int, ...]:

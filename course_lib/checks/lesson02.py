@@ -6,7 +6,6 @@ answer (missing transpose, heads interleaved, wrong scale, ...) is computed and 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ from torch import Tensor, nn
 
 from .._checks import shape_str
 from ..attention import MultiHeadAttention
-from ._harness import Hint, NotDone, call_learner, checker, compare, expect_shape, expect_tensor
+from ._harness import Hint, NotDone, call_learner, checker, compare, expect_int, expect_shape, expect_tensor
 
 
 # Correct split/merge and the classic wrong ones. x: [B, T, D] or [B, H, T, d_head].
@@ -196,19 +195,11 @@ def check_mha_forward(mha_forward: Callable[..., Tensor]) -> str:
     return "matches nn.MultiheadAttention (copied weights) for self- and cross-attention, B=1 and float64"
 
 
-def _as_int(value: Any, what: str) -> int:
-    if value is None:
-        raise NotDone(f"not done yet: {what} is still None")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value):
-        raise Hint(f"{what} should be a whole number, but got {value!r}")
-    return int(value)
-
-
 @checker("parameters of multi-head attention")
 def check_param_count(predicted_params: Any, depends_on_heads: Any) -> str:
     """Predicted parameter count of MHA with d_model=512, 8 heads, and whether it depends on n_heads."""
     d = 512
-    predicted = _as_int(predicted_params, "predicted_params")
+    predicted = expect_int(predicted_params, "predicted_params")
     if depends_on_heads is None:
         raise NotDone("not done yet: depends_on_heads is still None")
     if not isinstance(depends_on_heads, bool):

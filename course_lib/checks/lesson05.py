@@ -8,7 +8,6 @@ is computed and named in its hint.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from ..layers import DecoderLayer, EncoderLayer, sinusoidal_positions
 from ..masks import causal_mask, key_padding_mask_from_mask, padding_mask
 from ..model import Seq2SeqTransformer, TransformerConfig
 from ..reference import load_torch_decoder_layer, load_torch_encoder_layer
-from ._harness import Hint, NotDone, call_learner, checker, compare, expect_tensor, is_close
+from ._harness import Hint, NotDone, call_learner, checker, compare, expect_int, expect_tensor, is_close
 
 
 def _isolated(check: Callable[..., str]) -> Callable[..., str]:
@@ -266,14 +265,6 @@ PARAM_CONFIG = dict(src_vocab_size=1000, tgt_vocab_size=800, d_model=64, n_heads
                     n_encoder_layers=2, n_decoder_layers=2, d_ff=256)
 
 
-def _as_int(value: Any, what: str) -> int:
-    if value is None:
-        raise NotDone(f"not done yet: {what} is still None")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value):
-        raise Hint(f"{what} should be a whole number, but got {value!r}")
-    return int(value)
-
-
 def _n(module: nn.Module, part: str = "") -> int:
     """Parameters of ``module`` (only those whose name contains ``part``)."""
     return sum(p.numel() for name, p in module.named_parameters() if part in name)
@@ -300,7 +291,7 @@ def _layer_hints(layer: nn.Module, heads: int, d: int, d_ff: int) -> dict[int, s
 @_isolated
 def check_param_counts(encoder_layer: Any, decoder_layer: Any, total: Any) -> str:
     """Predicted parameters of one encoder layer, one decoder layer and the whole model for ``PARAM_CONFIG``."""
-    guesses = [_as_int(v, w) for v, w in ((encoder_layer, "encoder_layer"), (decoder_layer, "decoder_layer"),
+    guesses = [expect_int(v, w) for v, w in ((encoder_layer, "encoder_layer"), (decoder_layer, "decoder_layer"),
                                           (total, "total"))]
     model = Seq2SeqTransformer(TransformerConfig(**PARAM_CONFIG))
     c = model.config
