@@ -26,14 +26,15 @@ from .masks import (
     padding_mask,
     padding_mask_from_ids,
 )
-from .model import AttentionMaps, Decoder, Encoder, Seq2SeqTransformer, TransformerConfig
+from .model import AttentionMaps, Decoder, DecoderOutput, Encoder, Seq2SeqTransformer, TransformerConfig
 
 __version__ = "0.1.0"
 
 # Submodules that pull in Matplotlib, seaborn, ipywidgets or sacrebleu, and the lesson 07-08 modules, load on first
 # use: `cl.plotting.attention_heatmap`, `cl.training.train`.
-_LAZY_SUBMODULES = {"authoring", "bench", "checks", "data", "metrics", "plotting", "reference", "tour", "toy_language",
-                    "training", "translator", "widgets"}
+_LAZY_SUBMODULES = {"alignment_plots", "attention_diagrams", "authoring", "bench", "charts", "checks", "data",
+                    "decoding_costs", "diagrams", "head_analysis", "measure", "metrics", "plotting", "reference",
+                    "reverser", "tour", "toy_language", "training", "translation_charts", "translator", "widgets"}
 
 
 def __getattr__(name: str):  # PEP 562
@@ -45,10 +46,10 @@ def __getattr__(name: str):  # PEP 562
 
 
 __all__ = [
-    "AttentionMaps", "CACHE_MODES", "Decoder", "DecoderCache", "DecoderLayer", "Encoder", "EncoderLayer",
-    "FeedForward", "Generation", "KVCache", "MultiHeadAttention", "PositionalEncoding", "Seq2SeqTransformer",
-    "SourceKV", "TransformerConfig", "additive_mask_from_mask", "beam_search", "causal_mask", "combine_masks",
-    "document_mask", "greedy_decode", "key_padding_mask_from_mask", "mask_from_additive_mask",
+    "AttentionMaps", "CACHE_MODES", "Decoder", "DecoderCache", "DecoderLayer", "DecoderOutput", "Encoder",
+    "EncoderLayer", "FeedForward", "Generation", "KVCache", "MultiHeadAttention", "PositionalEncoding",
+    "Seq2SeqTransformer", "SourceKV", "TransformerConfig", "additive_mask_from_mask", "beam_search", "causal_mask",
+    "combine_masks", "document_mask", "greedy_decode", "key_padding_mask_from_mask", "mask_from_additive_mask",
     "mask_from_key_padding_mask", "padding_mask", "padding_mask_from_ids", "pick_device",
     "scaled_dot_product_attention", "seed_everything", "sinusoidal_positions", "__version__",
 ]

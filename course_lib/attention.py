@@ -99,14 +99,30 @@ def scaled_dot_product_attention(
     return context, attn_weights
 
 
+def _describe(value: object) -> str:
+    """``a Tensor [2, 3, 8]``, ``SourceKV(k [2, 4, 5, 2], v [2, 4, 5, 2])``, ``a KVCache``: for error messages."""
+    if isinstance(value, Tensor):
+        return f"a Tensor {shape_str(value.shape)}"
+    if isinstance(value, tuple) and value and all(isinstance(t, Tensor) for t in value):
+        if hasattr(value, "_fields"):  # a NamedTuple such as SourceKV
+            inner = ", ".join(f"{n} {shape_str(t.shape)}" for n, t in zip(value._fields, value))
+            return f"{type(value).__name__}({inner})"
+        return f"a tuple of {len(value)} tensors " + ", ".join(shape_str(t.shape) for t in value)
+    return f"a {type(value).__name__}"
+
+
 class KVCacheLike(Protocol):
-    """Anything with ``append(k, v) -> (k_all, v_all)``, such as ``course_lib.cache.KVCache``."""
+    """A self-attention K/V cache: anything with ``append(k, v) -> (k_all, v_all)``, such as
+    ``course_lib.cache.KVCache``."""
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 class SourceKV(NamedTuple):
-    """Keys and values projected from a source sequence, each ``[B, H, S, d_head]``."""
+    """The cross-attention K/V: keys and values projected from a source sequence, each ``[B, H, S, d_head]``.
+
+    ``MultiHeadAttention.project_source`` makes them once per source; they stay fixed while decoding.
+    """
 
     k: Tensor
     v: Tensor
@@ -175,6 +191,46 @@ class MultiHeadAttention(nn.Module):
         self._check_input("source", source, self.d_source)
         return SourceKV(self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source)))
 
+    def _check_source_args(
+        self, x: Tensor, source: Tensor | None, kv_cache: KVCacheLike | None, source_kv: SourceKV | None
+    ) -> None:
+        """Reject the combinations of ``source``, ``kv_cache`` and ``source_kv`` that contradict each other."""
+        source_given = source is not None and source is not x  # forward(x, x) is self-attention
+        if source_given and source_kv is not None:
+            raise ValueError(
+                "got both source and source_kv: pass the source (its keys and values are projected now) or "
+                "source_kv = project_source(source) (projected once before), not both; "
+                f"source is {_describe(source)}, source_kv is {_describe(source_kv)}"
+            )
+        if kv_cache is not None and source_kv is not None:
+            raise ValueError(
+                "got both kv_cache and source_kv: kv_cache is a self-attention K/V cache (it grows with x's keys), "
+                "source_kv is the cross-attention K/V (fixed while decoding); use kv_cache for self-attention "
+                f"(forward(x, kv_cache=...)) or source_kv for cross-attention (forward(x, source_kv=...)); "
+                f"kv_cache is {_describe(kv_cache)}, source_kv is {_describe(source_kv)}"
+            )
+        if kv_cache is not None and source_given:
+            raise ValueError(
+                "got kv_cache together with a source: kv_cache is a self-attention K/V cache, and the source's "
+                "keys would be appended to it. For cross-attention project the source once with "
+                "project_source(source) and pass source_kv=...; for self-attention call forward(x, kv_cache=...) "
+                f"without a source; source is {_describe(source)}, kv_cache is {_describe(kv_cache)}"
+            )
+        if kv_cache is not None and not callable(getattr(kv_cache, "append", None)):
+            raise ValueError(
+                "kv_cache must be a self-attention K/V cache with append(k, v) -> (k_all, v_all), such as "
+                f"course_lib.KVCache(); got {_describe(kv_cache)}"
+            )
+        if source_kv is not None:
+            expected = f"SourceKV(k, v) from project_source, each [B, H={self.n_heads}, S, d_head={self.d_head}]"
+            if not (isinstance(source_kv, tuple) and len(source_kv) == 2
+                    and all(isinstance(t, Tensor) for t in source_kv)):
+                raise ValueError(f"source_kv must be {expected}; got {_describe(source_kv)}")
+            k, v = source_kv
+            if (k.ndim != 4 or k.shape != v.shape or k.shape[1] != self.n_heads or k.shape[3] != self.d_head
+                    or k.shape[2] == 0):
+                raise ValueError(f"source_kv must be {expected}; got k {shape_str(k.shape)}, v {shape_str(v.shape)}")
+
     def _check_input(self, name: str, x: Tensor, width: int) -> None:
         require_tensor(name, x)
         require_ndim(name, x, 3, "[B, T, d]")
@@ -200,18 +256,29 @@ class MultiHeadAttention(nn.Module):
             mask: bool, True = may attend; ``[T_q, T_k]``, ``[B, T_q, T_k]`` or
                 ``[B, 1 or H, 1 or T_q, T_k]`` (e.g. a padding mask ``[B, 1, 1, T_k]``).
             need_weights: also return the attention weights ``[B, H, T_q, T_k]``.
-            kv_cache: a self-attention cache; this step's keys and values are appended to it and
-                the queries attend to everything cached so far.
-            source_kv: keys and values already projected by ``project_source`` (cross-attention
-                cache); when given, ``source`` is not needed.
+            kv_cache: a **self-attention K/V cache** (``course_lib.cache.KVCache``): this step's keys
+                and values (from ``x``) are appended to it and the queries attend to everything
+                cached so far. Self-attention only.
+            source_kv: the **cross-attention K/V**, already projected by ``project_source``
+                (``SourceKV(k, v)``, each ``[B, H, S, d_head]``); replaces ``source``.
 
         Returns:
             ``(output [B, T_q, d_model], attn_weights [B, H, T_q, T_k] or None)``.
+
+        Raises:
+            ValueError: on inputs of the wrong shape, and on every contradictory combination:
+                ``source`` and ``source_kv`` both given (which keys: project ``source`` now, or use
+                the ones projected before?); ``kv_cache`` with a ``source`` other than ``x``
+                (the source's keys would be appended to a self-attention cache); ``kv_cache`` with
+                ``source_kv`` (a self-attention cache used for cross-attention); a ``source_kv``
+                that is not ``SourceKV(k, v)`` with ``[B, H, S, d_head]`` tensors of this module's
+                ``H`` and ``d_head``.
         """
         self._check_input("x", x, self.d_model)
+        self._check_source_args(x, source, kv_cache, source_kv)
         q = self.split_heads(self.q_proj(x))  # [B, H, T_q, d_head]
         if source_kv is not None:
-            k, v = source_kv  # [B, H, T_k, d_head]
+            k, v = source_kv  # cross-attention K/V, [B, H, S, d_head]
         else:
             if source is None:
                 source = x
@@ -221,7 +288,7 @@ class MultiHeadAttention(nn.Module):
                     f"source is {shape_str(source.shape)}"
                 )
             k, v = self.project_source(source)  # [B, H, T_k, d_head]
-        if kv_cache is not None:
+        if kv_cache is not None:  # self-attention K/V cache: x's keys join those of earlier steps
             k, v = kv_cache.append(k, v)  # [B, H, T_cached + T_q, d_head]
         if k.shape[0] != q.shape[0]:
             raise ValueError(f"source_kv has batch size {k.shape[0]}, but x has {q.shape[0]}: {shape_str(x.shape)}")

@@ -10,7 +10,8 @@ Prints two GitHub Markdown tables, ready to paste into the README:
 ``--train`` prints a third table instead: lesson 07's toy translator trained once per seed (time to 95 % and
 99 % validation exact match, tokens per second, test scores); see ``training_benchmark``.
 
-The measurements are plain functions returning lists of dicts, so notebooks and tests can reuse them.
+The measurements are plain functions returning lists of dicts, so notebooks and tests can reuse them: the
+first table's ``attention_benchmark`` lives in ``measure`` with the other measuring helpers the lessons call.
 Times are medians of ``repeats`` runs timed with ``time.perf_counter`` after a warm-up run.
 """
 from __future__ import annotations
@@ -18,18 +19,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
-from .attention import scaled_dot_product_attention
 from .generate import CACHE_MODES, greedy_decode
+from .measure import attention_benchmark, median_seconds
 from .model import Seq2SeqTransformer, TransformerConfig
 
 BOS_ID, FIRST_WORD_ID, VOCAB_SIZE = 1, 3, 200  # pad_id is 0 (the model's default), 2 is left for EOS
@@ -37,81 +34,6 @@ FULL = {"attention": dict(batch=32, heads=4, d_head=16, lengths=(128, 512, 1024)
         "decoding": dict(batch=64, max_src_len=28, new_tokens=(32, 64, 128))}
 QUICK = {"attention": dict(batch=4, heads=2, d_head=16, lengths=(32, 128)),
          "decoding": dict(batch=8, max_src_len=10, new_tokens=(4, 8))}
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median wall time of each function over ``repeats`` rounds; each round calls every function once, so a
-    change in the machine's load hits all of them alike. The caller warms up first."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _synchronize(device)
-            start = time.perf_counter()
-            fn()
-            _synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    """Peak bytes that ``fn()`` allocates on ``device`` above what was allocated before it (its output included).
-
-    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU: PyTorch keeps no
-    CPU peak counter, so ``fn`` runs under ``torch.profiler.profile(profile_memory=True)``, whose
-    allocator events record +bytes for each allocation and -bytes for each free; the peak is the largest
-    running total of those events in time order.
-    """
-    if device.type == "cuda":
-        _synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        result = fn()
-        _synchronize(device)
-        del result
-        return torch.cuda.max_memory_allocated(device) - before
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # silence the profiler's start/stop lines on stderr
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        result = fn()
-        del result
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running, peak = 0, 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        running += event.nbytes()
-        peak = max(peak, running)
-    return peak
-
-
-@torch.no_grad()
-def attention_benchmark(
-    *, batch: int = 32, heads: int = 4, d_head: int = 16, lengths: Sequence[int] = (128, 512, 1024),
-    repeats: int = 3, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
-) -> list[dict]:
-    """Self-attention forward on random ``q, k, v`` ``[batch, heads, T, d_head]`` for each ``T`` in ``lengths``.
-
-    Returns one dict per ``T``: ``T``, ``hand_s`` and ``sdpa_s`` (median seconds), ``ratio``
-    (``hand_s / sdpa_s``), ``hand_peak_bytes`` and ``sdpa_peak_bytes`` (see ``peak_memory_bytes``),
-    ``max_abs_diff`` between the two outputs.
-    """
-    device = torch.device(device)
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for length in lengths:
-        q, k, v = (torch.randn(batch, heads, length, d_head, generator=generator, dtype=dtype).to(device)
-                   for _ in range(3))  # each [B, H, T, d_head]
-        hand = partial(scaled_dot_product_attention, q, k, v)  # materialises scores [B, H, T, T]
-        fused = partial(F.scaled_dot_product_attention, q, k, v)
-        max_abs_diff = (hand()[0] - fused()).abs().max().item()  # also the warm-up
-        times = median_seconds({"hand": hand, "sdpa": fused}, repeats, device)
-        hand_s, sdpa_s = times["hand"], times["sdpa"]
-        rows.append(dict(T=length, hand_s=hand_s, sdpa_s=sdpa_s, ratio=hand_s / sdpa_s,
-                         hand_peak_bytes=peak_memory_bytes(hand, device),
-                         sdpa_peak_bytes=peak_memory_bytes(fused, device), max_abs_diff=max_abs_diff))
-    return rows
 
 
 def decoding_setup(
@@ -213,11 +135,10 @@ def training_benchmark(*, seeds: Sequence[int] = (0,), time_budget_s: float = 90
     rows = []
     for seed in seeds:
         config = TrainConfig(time_budget_s=time_budget_s, eval_every=eval_every, seed=seed)
-        translator, history, data = train_toy_translator(seed=seed, config=config, device=device, progress=False,
-                                                         sizes=sizes)
-        test, generalisation = evaluate(translator.model, data["test"]), evaluate(translator.model,
-                                                                                 data["generalisation"])
-        aer = alignment_scores(translator.model, data["test"]).per_head
+        run = train_toy_translator(seed=seed, config=config, device=device, progress=False, sizes=sizes)
+        model, data, history = run.translator.model, run.data, run.history
+        test, generalisation = evaluate(model, data["test"]), evaluate(model, data["generalisation"])
+        aer = alignment_scores(model, data["test"]).per_head
         rows.append(dict(seed=seed, t95_s=history.time_to(0.95), t99_s=history.time_to(0.99),
                          seconds=history.seconds, steps=history.steps,
                          stop_reason=history.stop_reason, tokens_per_s=history.tokens_per_second,

@@ -1,8 +1,12 @@
-"""Caches for autoregressive decoding.
+"""Caches for autoregressive decoding. Two different things are cached, with one name each:
 
-- ``KVCache``: one decoder layer's self-attention keys and values, growing by one step at a time.
-- ``DecoderCache``: for every decoder layer, the cross-attention keys and values computed once from
-  the encoder output (they never change while decoding one source) and, optionally, a ``KVCache``.
+- the **self-attention K/V cache** (``KVCache``, one per decoder layer): the keys and values of the
+  target positions decoded so far; it grows by one position per step.
+- the **cross-attention K/V** (``SourceKV``, one per decoder layer): the source's keys and values,
+  projected once from the encoder output by ``project_source``, ``[B, H, S, d_head]`` each, fixed
+  while decoding one source.
+
+``DecoderCache`` holds both for every layer: ``cross_kv`` and ``self_kv``.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from .attention import SourceKV
 
 
 class KVCache:
-    """Self-attention keys and values of the positions decoded so far, each ``[B, H, T, d_head]``."""
+    """A self-attention K/V cache: keys and values of the positions decoded so far, each ``[B, H, T, d_head]``."""
 
     def __init__(self) -> None:
         self.k: Tensor | None = None
@@ -58,13 +62,13 @@ class DecoderCache:
     """Everything a decoder can reuse between decoding steps, one entry per layer.
 
     Attributes:
-        memory_kv: cross-attention keys and values per layer, ``[B, H, S, d_head]`` each, or None
-            to recompute them from the encoder output at every step.
-        self_kv: self-attention caches per layer, or None to recompute the whole target prefix at
-            every step.
+        cross_kv: the cross-attention K/V per layer (``SourceKV``, ``[B, H, S, d_head]`` each), or
+            None to project them from the encoder output at every step.
+        self_kv: the self-attention K/V cache per layer (``KVCache``, ``[B, H, T, d_head]`` each,
+            growing), or None to recompute the whole target prefix at every step.
     """
 
-    memory_kv: list[SourceKV] | None = None
+    cross_kv: list[SourceKV] | None = None
     self_kv: list[KVCache] | None = None
 
     @property
@@ -73,9 +77,9 @@ class DecoderCache:
         return 0 if not self.self_kv else self.self_kv[0].length
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` of the self-attention caches.
+        """Keep batch rows ``index`` of the self-attention K/V caches.
 
-        The cross-attention keys and values need no reordering in beam search: every beam of one
+        The cross-attention K/V need no reordering in beam search: every beam of one
         source shares the same source, so its rows are identical.
         """
         for layer_cache in self.self_kv or []:
@@ -84,6 +88,6 @@ class DecoderCache:
     def nbytes(self) -> int:
         """Bytes held by the cached tensors."""
         total = sum(c.nbytes() for c in self.self_kv or [])
-        for k, v in self.memory_kv or []:
+        for k, v in self.cross_kv or []:
             total += k.numel() * k.element_size() + v.numel() * v.element_size()
         return total

@@ -2,12 +2,13 @@
 
 ``cache`` says how much work is reused between decoding steps:
 
-=============  =========================================================================
-``"none"``     recompute everything each step: encoder, and decoder over the whole prefix
-``"encoder"``  run the encoder once; decoder over the whole prefix each step
-``"memory_kv"`` also project each layer's cross-attention keys/values once
-``"full"``     also keep a self-attention K/V cache: the decoder sees one new token a step
-=============  =========================================================================
+==============  ========================================================================
+``"none"``      recompute everything each step: encoder, and decoder over the whole prefix
+``"encoder"``   run the encoder once; decoder over the whole prefix each step
+``"cross_kv"``  also project each layer's cross-attention K/V once (``DecoderCache.cross_kv``)
+``"full"``      also keep a self-attention K/V cache (``DecoderCache.self_kv``): the decoder
+                sees one new token a step
+==============  ========================================================================
 
 All four produce the same tokens; only the amount of computation differs.
 """
@@ -23,8 +24,8 @@ from ._checks import require_ndim, require_tensor
 from .cache import DecoderCache
 from .model import Seq2SeqTransformer
 
-CacheMode = Literal["none", "encoder", "memory_kv", "full"]
-CACHE_MODES: tuple[CacheMode, ...] = ("none", "encoder", "memory_kv", "full")
+CacheMode = Literal["none", "encoder", "cross_kv", "full"]
+CACHE_MODES: tuple[CacheMode, ...] = ("none", "encoder", "cross_kv", "full")
 
 
 @dataclass
@@ -56,7 +57,7 @@ class IncrementalDecoder:
         self.cache: DecoderCache | None = None
         if cache != "none":
             self.memory, _ = model.encode(src_ids)  # [B, S, d_model]
-        if cache in ("memory_kv", "full"):
+        if cache in ("cross_kv", "full"):
             self.cache = model.new_cache(self.memory, self_kv=cache == "full")
 
     def next_logits(self, prefix: Tensor) -> Tensor:
@@ -65,8 +66,8 @@ class IncrementalDecoder:
         if self.mode == "none":
             memory, _ = self.model.encode(self.src_ids)
         if self.mode == "full":
-            prefix = prefix[:, -1:]  # earlier positions are in the self-attention cache
-        logits, _, _ = self.model.decode(prefix, memory, self.src_mask, cache=self.cache)
+            prefix = prefix[:, -1:]  # earlier positions are in the self-attention K/V cache
+        logits = self.model.decode(prefix, memory, self.src_mask, cache=self.cache).logits  # [B, t or 1, V]
         return logits[:, -1]  # [B, V]
 
     def reorder(self, index: Tensor) -> None:

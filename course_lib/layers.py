@@ -4,6 +4,7 @@ original post-norm (``norm(x + f(x))``)."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,14 @@ class EncoderLayer(nn.Module):
         return x, weights
 
 
+class DecoderLayerOutput(NamedTuple):
+    """What a ``DecoderLayer`` returns."""
+
+    y: Tensor  # [B, T, d_model]
+    self_weights: Tensor | None  # [B, H, T, T_k], T_k = cached + new positions
+    cross_weights: Tensor | None  # [B, H, T, S]
+
+
 class DecoderLayer(nn.Module):
     """Masked self-attention -> cross-attention to the encoder output -> feed-forward.
 
@@ -127,27 +136,40 @@ class DecoderLayer(nn.Module):
         memory_mask: Tensor | None = None,
         need_weights: bool = False,
         kv_cache: KVCacheLike | None = None,
-        memory_kv: SourceKV | None = None,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        cross_kv: SourceKV | None = None,
+    ) -> DecoderLayerOutput:
         """One decoder layer.
 
         Args:
             y: target states ``[B, T, d_model]`` (only the new positions when ``kv_cache`` is used).
-            memory: encoder output ``[B, S, d_model]``; may be None when ``memory_kv`` is given.
+            memory: encoder output ``[B, S, d_model]``; ignored (may be None) when ``cross_kv`` is given.
             self_mask: bool mask for self-attention, usually causal ``[T, T]``.
             memory_mask: bool mask over the source, usually padding ``[B, 1, 1, S]``.
-            kv_cache: self-attention cache that this step's keys and values are appended to.
-            memory_kv: cross-attention keys and values computed once from ``memory``.
+            kv_cache: this layer's self-attention K/V cache; this step's keys and values are appended.
+            cross_kv: this layer's cross-attention K/V, projected once from ``memory`` by
+                ``self.cross_attn.project_source(memory)``.
 
         Returns:
-            ``(y [B, T, d_model], self weights [B, H, T, T_k] | None, cross weights [B, H, T, S] | None)``.
+            ``DecoderLayerOutput(y [B, T, d_model], self_weights [B, H, T, T_k] | None,
+            cross_weights [B, H, T, S] | None)``.
+
+        Raises:
+            ValueError: when neither ``memory`` nor ``cross_kv`` is given (the cross-attention would
+                have no source, and ``MultiHeadAttention`` would silently attend to ``y`` instead).
         """
+        if memory is None and cross_kv is None:
+            raise ValueError("the cross-attention needs a source: pass memory (the encoder output [B, S, d_model]) "
+                             "or cross_kv (its keys and values from cross_attn.project_source(memory)); got neither")
+
         def self_block(h: Tensor) -> tuple[Tensor, Tensor | None]:
             out, w = self.self_attn(h, mask=self_mask, need_weights=need_weights, kv_cache=kv_cache)
             return self.dropout1(out), w
 
         def cross_block(h: Tensor) -> tuple[Tensor, Tensor | None]:
-            out, w = self.cross_attn(h, memory, mask=memory_mask, need_weights=need_weights, source_kv=memory_kv)
+            if cross_kv is not None:  # keys and values projected once per source
+                out, w = self.cross_attn(h, mask=memory_mask, need_weights=need_weights, source_kv=cross_kv)
+            else:
+                out, w = self.cross_attn(h, memory, mask=memory_mask, need_weights=need_weights)
             return self.dropout2(out), w
 
         if self.norm_first:
@@ -162,4 +184,4 @@ class DecoderLayer(nn.Module):
             attended, cross_weights = cross_block(y)
             y = self.norm2(y + attended)
             y = self.norm3(y + self.dropout3(self.ffn(y)))
-        return y, self_weights, cross_weights
+        return DecoderLayerOutput(y, self_weights, cross_weights)

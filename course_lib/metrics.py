@@ -1,6 +1,7 @@
 """How good is a translator? Exact match, token accuracy and BLEU of its translations, the
-alignment error rate (AER) of its cross-attention against the gold word alignments, and two tools to
-tell its heads apart: the entropy of attention rows and silencing heads (lesson 08).
+alignment error rate (AER) of its cross-attention against the gold word alignments (lesson 07), and two tools
+to tell its heads apart: the entropy of attention rows and silencing heads (lesson 08; ``head_analysis``
+applies them to every head on a whole split).
 
 Alignments are sets of ``(source index, target index)`` links; indices count words only (no
 ``<bos>``/``<eos>``, no padding).
@@ -200,9 +201,45 @@ def evaluate(model: Seq2SeqTransformer, data: ParallelData, *, batch_size: int =
              with_bleu: bool = True) -> Scores:
     """Greedy-decode ``data``'s sources and score them against its targets."""
     predictions = translate_data(model, data, batch_size=batch_size)
-    references = [list(e.target) for e in data.examples]
+    return score(predictions, [list(e.target) for e in data.examples], with_bleu=with_bleu)
+
+
+def score(predictions: Sequence[Sentence], references: Sequence[Sentence], *, with_bleu: bool = True) -> Scores:
+    """Exact match, token accuracy and (optionally) BLEU of translations already made."""
     return Scores(exact_match(predictions, references), token_accuracy(predictions, references),
                   bleu(predictions, references) if with_bleu else float("nan"), len(references))
+
+
+def first_error(prediction: Sentence, reference: Sentence) -> int | None:
+    """Index of the first reference word the prediction gets wrong, or None when it is exactly right.
+
+    A prediction that stops early is wrong at its end; one that goes on past the reference is wrong
+    at ``len(reference)`` (where ``<eos>`` should have been).
+    """
+    if isinstance(prediction, str) or isinstance(reference, str):
+        raise ValueError("pass sentences as lists of words (e.g. 'a b'.split()), not strings")
+    prediction, reference = list(prediction), list(reference)
+    if prediction == reference:
+        return None
+    return next((i for i, (p, r) in enumerate(zip(prediction, reference)) if p != r),
+                min(len(prediction), len(reference)))
+
+
+def first_error_segments(predictions: Sequence[Sentence], references: Sequence[Sentence],
+                         markers: Iterable[str]) -> dict[int, int]:
+    """Where translations first go wrong: ``{k: number of wrong sentences}``, ``k`` counting the ``markers``
+    (words that start a segment, e.g. the conjunctions that start clauses 2, 3, ...) in the reference up to
+    and including the first wrong position. With conjunctions, ``k = 1`` means the first error is in the
+    second clause, ``k = 2`` in the third (its conjunction missing or wrong included)."""
+    _check_pairs(predictions, references)
+    markers = set(markers)
+    counts: dict[int, int] = {}
+    for prediction, reference in zip(predictions, references):
+        error = first_error(prediction, reference)
+        if error is not None:
+            k = sum(word in markers for word in list(reference)[: error + 1])
+            counts[k] = counts.get(k, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 # --- lesson 08: how sharp is a head, and does it matter? ---------------------------------------------------

@@ -6,6 +6,7 @@ encoder output ("memory") through cross-attention.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,22 @@ class AttentionMaps:
     decoder_cross: list[Tensor] = field(default_factory=list)  # [B, H, T, S] per layer
 
 
+class DecoderStates(NamedTuple):
+    """What ``Decoder`` returns: the final states and every layer's attention weights."""
+
+    y: Tensor  # [B, T, d_model], after the final LayerNorm
+    self_weights: list[Tensor]  # [B, H, T, T_k] per layer (empty unless need_weights)
+    cross_weights: list[Tensor]  # [B, H, T, S] per layer (empty unless need_weights)
+
+
+class DecoderOutput(NamedTuple):
+    """What ``Seq2SeqTransformer.decode`` returns: write ``model.decode(...).logits``."""
+
+    logits: Tensor  # [B, T, tgt_vocab]
+    self_weights: list[Tensor]  # [B, H, T, T_k] per layer (empty unless need_weights)
+    cross_weights: list[Tensor]  # [B, H, T, S] per layer (empty unless need_weights)
+
+
 class Encoder(nn.Module):
     """A stack of encoder layers and a final LayerNorm (as ``nn.TransformerEncoder`` with a norm)."""
 
@@ -80,8 +97,9 @@ class Decoder(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
 
-    def project_memory(self, memory: Tensor) -> list[SourceKV]:
-        """Each layer's cross-attention keys and values for ``memory`` ``[B, S, d_model]``."""
+    def project_source(self, memory: Tensor) -> list[SourceKV]:
+        """Each layer's cross-attention K/V for the encoder output ``memory`` ``[B, S, d_model]``:
+        ``SourceKV(k, v)`` per layer, each ``[B, H, S, d_head]``."""
         return [layer.cross_attn.project_source(memory) for layer in self.layers]
 
     def forward(
@@ -93,19 +111,23 @@ class Decoder(nn.Module):
         memory_mask: Tensor | None = None,
         need_weights: bool = False,
         cache: DecoderCache | None = None,
-    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """``y [B, T, d_model]`` -> ``(y, self weights per layer, cross weights per layer)``."""
+    ) -> DecoderStates:
+        """``y [B, T, d_model]`` -> ``DecoderStates(y, self_weights per layer, cross_weights per layer)``.
+
+        With ``cache``, each layer appends to its self-attention K/V cache (``cache.self_kv``) and
+        reads its cross-attention K/V (``cache.cross_kv``) instead of projecting ``memory``.
+        """
         self_weights, cross_weights = [], []
         for i, layer in enumerate(self.layers):
             y, sw, cw = layer(
                 y, memory, self_mask=self_mask, memory_mask=memory_mask, need_weights=need_weights,
                 kv_cache=cache.self_kv[i] if cache is not None and cache.self_kv is not None else None,
-                memory_kv=cache.memory_kv[i] if cache is not None and cache.memory_kv is not None else None,
+                cross_kv=cache.cross_kv[i] if cache is not None and cache.cross_kv is not None else None,
             )
             if sw is not None and cw is not None:
                 self_weights.append(sw)
                 cross_weights.append(cw)
-        return self.norm(y), self_weights, cross_weights
+        return DecoderStates(self.norm(y), self_weights, cross_weights)
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -163,33 +185,35 @@ class Seq2SeqTransformer(nn.Module):
         *,
         cache: DecoderCache | None = None,
         need_weights: bool = False,
-    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    ) -> DecoderOutput:
         """Run the decoder over target ids.
 
         Args:
-            tgt_ids: ``[B, T]`` target prefix; with a self-attention cache, only the new tokens.
-            memory: encoder output ``[B, S, d_model]`` (may be None if ``cache.memory_kv`` is set).
+            tgt_ids: ``[B, T]`` target prefix; with a self-attention K/V cache, only the new tokens.
+            memory: encoder output ``[B, S, d_model]``; ignored (may be None) when ``cache.cross_kv``
+                is set: the cache's cross-attention K/V are used, whichever source they came from.
             src_mask: source padding mask ``[B, 1, 1, S]``.
-            cache: reused keys and values; its self-attention part grows by ``T``.
+            cache: reused keys and values (``new_cache``); its self-attention K/V cache grows by ``T``.
 
         Returns:
-            ``(logits [B, T, tgt_vocab], self weights per layer, cross weights per layer)``.
+            ``DecoderOutput(logits [B, T, tgt_vocab], self_weights, cross_weights)``, the weights one
+            tensor per layer when ``need_weights`` (else empty lists).
         """
         self._check_ids("tgt_ids", tgt_ids, self.config.tgt_vocab_size)
         offset = cache.length if cache is not None else 0
         t_new = tgt_ids.shape[1]
         y = self.positions(self.tgt_embed(tgt_ids), offset=offset)  # [B, T, d_model]
         self_mask = None if t_new == 1 else causal_mask(t_new, offset + t_new, device=tgt_ids.device)
-        y, self_w, cross_w = self.decoder(
+        states = self.decoder(
             y, memory, self_mask=self_mask, memory_mask=src_mask, need_weights=need_weights, cache=cache
         )
-        return self.output(y), self_w, cross_w  # [B, T, tgt_vocab]
+        return DecoderOutput(self.output(states.y), states.self_weights, states.cross_weights)  # [B, T, tgt_vocab]
 
-    def new_cache(self, memory: Tensor, *, memory_kv: bool = True, self_kv: bool = True) -> DecoderCache:
-        """A decoding cache for ``memory`` ``[B, S, d_model]``: cross-attention keys and values
-        computed now (if ``memory_kv``) and empty self-attention caches (if ``self_kv``)."""
+    def new_cache(self, memory: Tensor, *, cross_kv: bool = True, self_kv: bool = True) -> DecoderCache:
+        """A decoding cache for ``memory`` ``[B, S, d_model]``: the cross-attention K/V projected now
+        (if ``cross_kv``) and empty self-attention K/V caches (if ``self_kv``)."""
         return DecoderCache(
-            memory_kv=self.decoder.project_memory(memory) if memory_kv else None,
+            cross_kv=self.decoder.project_source(memory) if cross_kv else None,
             self_kv=[KVCache() for _ in self.decoder.layers] if self_kv else None,
         )
 
@@ -197,12 +221,11 @@ class Seq2SeqTransformer(nn.Module):
         """Teacher-forced logits: ``src_ids [B, S]``, ``tgt_ids [B, T]`` -> ``[B, T, tgt_vocab]``."""
         memory, _ = self.encode(src_ids)
         self._check_same_batch(src_ids, tgt_ids)
-        logits, _, _ = self.decode(tgt_ids, memory, self.source_mask(src_ids))
-        return logits
+        return self.decode(tgt_ids, memory, self.source_mask(src_ids)).logits
 
     def forward_with_attention(self, src_ids: Tensor, tgt_ids: Tensor) -> tuple[Tensor, AttentionMaps]:
         """As ``forward``, and every layer's attention weights (hand-written attention path)."""
         memory, enc_w = self.encode(src_ids, need_weights=True)
         self._check_same_batch(src_ids, tgt_ids)
-        logits, self_w, cross_w = self.decode(tgt_ids, memory, self.source_mask(src_ids), need_weights=True)
-        return logits, AttentionMaps(enc_w, self_w, cross_w)
+        out = self.decode(tgt_ids, memory, self.source_mask(src_ids), need_weights=True)
+        return out.logits, AttentionMaps(enc_w, out.self_weights, out.cross_weights)

@@ -1,4 +1,10 @@
-"""Figures for attention: heatmaps with token labels, grids of heads, and loss curves.
+"""Pictures of attention weights and masks: heatmaps with token labels, grids of heads, masks as grids.
+
+Lessons 01-04 draw with ``attention_heatmap``, ``attention_grid``, ``cross_attention_heatmap`` (the course's
+convention for cross-attention), ``mask_grid`` and ``mask_figure``; lessons 07-08 reuse them. The colours and axis
+labels that every figure of the course shares live here too (``COLORS``, ``WRITTEN_WORD_LABEL``,
+``SOURCE_TOKEN_LABEL``). Attention against the gold alignments is drawn by ``alignment_plots``, charts of
+measurements by ``charts`` and ``translation_charts``, data-flow pictures by ``attention_diagrams`` and ``diagrams``.
 
 Every function draws into a Matplotlib ``Axes`` (made if not given) and returns it, or returns the
 ``Figure`` for multi-panel plots, so notebooks and widgets can place figures where they like.
@@ -12,12 +18,25 @@ import numpy as np
 import seaborn as sns
 import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, NullFormatter
+from matplotlib.patches import Patch
 
 from ._checks import shape_str
 
 ATTENTION_CMAP = "rocket_r"  # light = little attention, dark = much
+# One colour per role, in every diagram and heatmap (Okabe-Ito hues, distinguishable with colour blindness).
+COLORS = {
+    "decoder": "#D55E00",  # the target side: decoder states, queries
+    "encoder": "#0072B2",  # the source side: encoder output, memory, keys and values
+    "weights": "#A0467C",  # scores and attention weights
+    "cache": "#009E73",  # the self-attention K/V cache
+    "residual": "#555555",  # the residual stream and its additions
+    "norm": "#B8860B",  # LayerNorm
+}
+WRITTEN_WORD_LABEL = "word being written"  # rows of a cross-attention heatmap: the query at row i writes word i
+SOURCE_TOKEN_LABEL = "source token"  # columns: the keys and values, one per source token
+MASK_COLORS = ("#e6e6e6", "#3a6fb0")  # blocked (False): light grey; may attend (True): blue
 
 
 def _as_2d_array(weights: torch.Tensor | np.ndarray, name: str = "weights") -> np.ndarray:
@@ -88,159 +107,150 @@ def attention_grid(
     titles: Sequence[str] | None = None,
     n_cols: int | None = None,
     suptitle: str | None = None,
-    panel_size: float = 2.6,
+    panel_size: float | None = None,
+    masked: torch.Tensor | np.ndarray | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
 ) -> Figure:
-    """One heatmap per head (or per layer): ``weights [N, T_q, T_k]``, any N, laid out in a grid."""
+    """One heatmap per head (or per layer): ``weights [N, T_q, T_k]``, any N, in a grid that fits notebook
+    width (panels of ``panel_size`` inches, by default up to 4 across in under 10 inches), 8 pt tick labels
+    and one colour bar shared by every panel (all panels use the scale ``vmin`` .. ``vmax``).
+
+    ``masked`` (bool ``[T_q, T_k]``, or ``[T_k]`` for padded keys; True = masked or padding) is hatched in
+    every panel. ``xlabel``/``ylabel`` are written once on the outer panels (default: keys / queries; for
+    cross-attention pass ``SOURCE_TOKEN_LABEL`` and ``WRITTEN_WORD_LABEL``). Raises ``ValueError`` for
+    weights that are not 3-D, or titles, labels or a mask that do not fit them.
+    """
     array = weights.detach().float().cpu().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights)
     if array.ndim != 3:
         raise ValueError(f"weights must be 3-D [N, T_q, T_k] (e.g. heads); got shape {shape_str(array.shape)}")
-    count = array.shape[0]
+    count, t_q, t_k = array.shape
+    if count == 0:
+        raise ValueError(f"weights has no panels: shape {shape_str(array.shape)}")
+    if titles is not None and len(titles) != count:
+        raise ValueError(f"{len(titles)} titles for {count} panels (weights {shape_str(array.shape)})")
+    _check_labels(array[0], query_labels, key_labels)
+    mask = None
+    if masked is not None:
+        mask = (masked.detach().cpu().numpy() if isinstance(masked, torch.Tensor) else np.asarray(masked)).astype(bool)
+        if mask.shape == (t_k,):
+            mask = np.broadcast_to(mask, (t_q, t_k))
+        if mask.shape != (t_q, t_k):
+            raise ValueError(f"masked must be [T_q, T_k] = {shape_str((t_q, t_k))} or [T_k] = [{t_k}]; "
+                             f"got {shape_str(mask.shape)}")
     n_cols = min(count, 4) if n_cols is None else n_cols
+    if n_cols < 1:
+        raise ValueError(f"n_cols must be >= 1; got {n_cols}")
     n_rows = -(-count // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_size * n_cols + 0.6, panel_size * n_rows + 0.4),
-                             squeeze=False, constrained_layout=True)
+    panel_size = min(2.6, 8.4 / n_cols) if panel_size is None else panel_size
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, constrained_layout=True,
+                             figsize=(panel_size * n_cols + 1.1, panel_size * n_rows + 0.5 + 0.3 * bool(suptitle)))
     for index, ax in enumerate(axes.flat):
         if index >= count:
             ax.axis("off")
             continue
-        attention_heatmap(array[index], query_labels, key_labels, ax=ax, cbar=False, annotate=False,
-                          title=titles[index] if titles else f"head {index}")
-        if index % n_cols:
-            ax.set_ylabel("")
-        if index < count - n_cols:
-            ax.set_xlabel("")
+        attention_heatmap(array[index], query_labels, key_labels, ax=ax, cbar=False, annotate=False, vmin=vmin,
+                          vmax=vmax, masked=mask)
+        ax.set_title(titles[index] if titles else f"head {index}", fontsize=9)
+        ax.tick_params(labelsize=8)
+        first_col, bottom = index % n_cols == 0, index + n_cols >= count  # bottom: nothing drawn below it
+        ax.set_ylabel((ylabel or ax.get_ylabel()) if first_col else "", fontsize=9)
+        ax.set_xlabel((xlabel or ax.get_xlabel()) if bottom else "", fontsize=9)
+        ax.tick_params(labelleft=first_col, labelbottom=bottom)
+    scale = plt.cm.ScalarMappable(plt.Normalize(vmin, vmax), ATTENTION_CMAP)
+    fig.colorbar(scale, ax=axes.ravel().tolist(), shrink=0.8, aspect=30, pad=0.02).set_label("attention weight",
+                                                                                              fontsize=9)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, fontsize=11)
     return fig
 
 
-def loss_curve(history: Sequence[float], *, ax: Axes | None = None, label: str = "training loss",
-               smoothing: int = 1) -> Axes:
-    """Plot a loss history (optionally smoothed with a moving average of ``smoothing`` steps)."""
-    values = np.asarray(history, dtype=float)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3))
-    if smoothing > 1 and len(values) >= smoothing:
-        kernel = np.ones(smoothing) / smoothing
-        ax.plot(np.arange(smoothing - 1, len(values)), np.convolve(values, kernel, mode="valid"), label=label)
-    else:
-        ax.plot(values, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return ax
-
-
-# --- lesson 07: alignments, training curves, AER ------------------------------------------------------
-def alignment_figure(
-    source: Sequence[str],
-    target: Sequence[str],
-    alignment: Sequence[tuple[int, int]],
+# --- lessons 03-04: the cross-attention heatmap convention, masks as grids ------------------------------
+def cross_attention_heatmap(
+    weights: torch.Tensor | np.ndarray,
+    written_words: Sequence[str],
+    source_tokens: Sequence[str],
     *,
     ax: Axes | None = None,
     title: str | None = None,
+    masked: torch.Tensor | np.ndarray | None = None,
+    annotate: bool | None = None,
+    cbar: bool = True,
 ) -> Axes:
-    """A sentence pair as two rows of words, source above target, with a line for each alignment link
-    ``(source index, target index)``. Source words with no link are drawn in grey."""
-    if any(not (0 <= s < len(source) and 0 <= t < len(target)) for s, t in alignment):
-        raise ValueError(f"alignment links must index {len(source)} source and {len(target)} target words; "
-                         f"got {list(alignment)}")
-    width = max(len(source), len(target))
+    """Cross-attention ``[T_tgt, T_src]`` in the course's convention: row ``i`` is labelled by the word the
+    decoder *writes* at position ``i`` (its input there is the word before), columns by the source tokens.
+    ``masked`` (bool ``[T_tgt, T_src]``, True = masked) hatches cells, as in ``attention_heatmap``."""
+    ax = attention_heatmap(weights, written_words, source_tokens, ax=ax, title=title, masked=masked,
+                           annotate=annotate, cbar=cbar)
+    ax.set_xlabel(SOURCE_TOKEN_LABEL)
+    ax.set_ylabel(WRITTEN_WORD_LABEL)
+    return ax
+
+
+def mask_grid(
+    mask: torch.Tensor | np.ndarray,
+    query_labels: Sequence[str] | None = None,
+    key_labels: Sequence[str] | None = None,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    blocks: Sequence[int] = (),
+) -> Axes:
+    """A bool mask ``[T_q, T_k]`` (True = may attend) as a grid: blue = may attend, grey = blocked.
+
+    ``blocks``: sizes of documents packed end to end (e.g. ``[4, 4, 3]``); each diagonal block is outlined.
+    Raises ``ValueError`` for a mask that is not bool and 2-D, or blocks that do not add up to ``T_k``.
+    """
+    array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if array.dtype != bool or array.ndim != 2:
+        raise ValueError(f"mask must be a bool [T_q, T_k] (True = may attend); got {array.dtype} "
+                         f"{shape_str(array.shape)}")
+    _check_labels(array, query_labels, key_labels)
+    if blocks and sum(blocks) != array.shape[1]:
+        raise ValueError(f"blocks {list(blocks)} add up to {sum(blocks)}, but the mask has {array.shape[1]} keys")
     if ax is None:
-        _, ax = plt.subplots(figsize=(min(10.0, 0.7 * width + 1.0), 1.6))
-    x_src = np.linspace(0, width - 1, len(source)) if len(source) > 1 else np.array([(width - 1) / 2])
-    x_tgt = np.linspace(0, width - 1, len(target)) if len(target) > 1 else np.array([(width - 1) / 2])
-    linked = {s for s, _ in alignment}
-    for s, t in alignment:
-        ax.plot([x_src[s], x_tgt[t]], [0.82, 0.18], color="C0", alpha=0.7, linewidth=1.4)
-    for i, word in enumerate(source):
-        ax.text(x_src[i], 0.9, word, ha="center", va="bottom", fontsize=9,
-                color="black" if i in linked else "0.6")
-    for j, word in enumerate(target):
-        ax.text(x_tgt[j], 0.1, word, ha="center", va="top", fontsize=9, color="C3")
-    ax.set_xlim(-0.8, width - 0.2)
-    ax.set_ylim(-0.15, 1.15)
-    ax.axis("off")
+        _, ax = plt.subplots(figsize=(0.4 * array.shape[1] + 1.6, 0.4 * array.shape[0] + 1.2))
+    ax.imshow(array, cmap=ListedColormap(MASK_COLORS), vmin=0, vmax=1)
+    for axis, labels, size in ((ax.xaxis, key_labels, array.shape[1]), (ax.yaxis, query_labels, array.shape[0])):
+        axis.set_ticks(range(size), labels if labels is not None else range(size))
+        axis.set_ticks(np.arange(-0.5, size), minor=True)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="minor", length=0)
+    for start, size in zip(np.cumsum([0, *blocks]), blocks):
+        ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), size, size, fill=False, edgecolor="black",
+                                   linewidth=2, zorder=3))
+    ax.set(xlabel="keys (attended to)", ylabel="queries (attending)")
     if title:
         ax.set_title(title, fontsize=10)
     return ax
 
 
-def attention_with_alignment(
-    weights: torch.Tensor | np.ndarray,
-    source: Sequence[str],
-    target: Sequence[str],
-    alignment: Sequence[tuple[int, int]] = (),
+def mask_figure(
+    masks: Sequence[torch.Tensor | np.ndarray],
+    titles: Sequence[str],
+    labels: Sequence[str],
     *,
-    ax: Axes | None = None,
-    title: str | None = None,
-    cbar: bool = False,
-) -> Axes:
-    """Cross-attention ``[T, S]`` (rows: target words, columns: source words) as a heatmap, with each
-    gold link ``(source index, target index)`` outlined by a box."""
-    ax = attention_heatmap(weights, target, source, ax=ax, title=title, annotate=False, cbar=cbar)
-    for s, t in alignment:
-        ax.add_patch(plt.Rectangle((s, t), 1, 1, fill=False, edgecolor="C2", linewidth=1.8))
-    ax.set_xlabel("source (keys)")
-    ax.set_ylabel("target (queries)")
-    return ax
-
-
-def training_curves(history: object, *, smoothing: int = 20) -> Figure:
-    """Training loss (smoothed) against seconds and validation exact match, side by side, from a
-    ``course_lib.training.History``."""
-    fig, (ax_loss, ax_em) = plt.subplots(1, 2, figsize=(9, 3), constrained_layout=True)
-    elapsed, loss = np.asarray(history.elapsed, float), np.asarray(history.loss, float)
-    if len(loss):
-        ax_loss.plot(elapsed, loss, color="C0", alpha=0.25, linewidth=0.8)
-        if len(loss) >= smoothing:
-            smooth = np.convolve(loss, np.ones(smoothing) / smoothing, mode="valid")
-            ax_loss.plot(elapsed[smoothing - 1:], smooth, color="C0", label=f"mean of {smoothing} steps")
-            ax_loss.legend(loc="upper right")
-        ax_loss.set_yscale("log")
-        ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.01, not 10^-2
-        ax_loss.yaxis.set_minor_formatter(NullFormatter())
-    ax_loss.set(xlabel="seconds", ylabel="cross-entropy (log scale)", title="training loss")
-    ax_em.plot(history.eval_elapsed, 100 * np.asarray(history.eval_exact_match, float), "o-", color="C1")
-    ax_em.set(xlabel="seconds", ylabel="exact match (%)", ylim=(0, 101), title="validation exact match")
-    right = max([*history.elapsed[-1:], *history.eval_elapsed[-1:], 1.0])
-    for ax in (ax_loss, ax_em):
-        ax.set_xlim(0, right * 1.02)
-        ax.grid(alpha=0.3)
+    suptitle: str | None = None,
+    blocks: Sequence[int] = (),
+    panel_size: float = 2.5,
+) -> Figure:
+    """Self-attention masks of one sequence side by side, each ``[T, T]`` or ``[1, T]`` (a mask stored with
+    one row, broadcast to every query: its row is labelled "every query"), with one shared legend."""
+    if len(titles) != len(masks):
+        raise ValueError(f"{len(titles)} titles for {len(masks)} masks")
+    fig, axes = plt.subplots(1, len(masks), figsize=(panel_size * len(masks) + 0.8, panel_size + 1.1),
+                             squeeze=False, constrained_layout=True)
+    for index, (ax, mask, title) in enumerate(zip(axes[0], masks, titles)):
+        one_row = mask.shape[0] == 1 and len(labels) > 1
+        mask_grid(mask, ["every query"] if one_row else labels, labels, ax=ax, title=title, blocks=blocks)
+        if index:
+            ax.set_ylabel("")
+    handles = [Patch(color=MASK_COLORS[1], label="may attend (True)"),
+               Patch(color=MASK_COLORS[0], label="blocked (False)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    if suptitle:
+        fig.suptitle(suptitle)
     return fig
-
-
-class LiveTrainingPlot:
-    """``training_curves`` redrawn in place in a notebook; pass it as ``train(..., callback=...)``."""
-
-    def __init__(self, smoothing: int = 20) -> None:
-        self.smoothing, self.handle = smoothing, None
-
-    def __call__(self, history: object) -> None:
-        from IPython.display import display
-
-        fig = training_curves(history, smoothing=self.smoothing)
-        if self.handle is None:
-            self.handle = display(fig, display_id=True)
-        else:
-            self.handle.update(fig)
-        plt.close(fig)
-
-
-def aer_heatmap(per_head: torch.Tensor | np.ndarray, *, ax: Axes | None = None,
-                title: str = "alignment error rate of each head") -> Axes:
-    """AER ``[layers, heads]`` as an annotated heatmap (lower is better; the best head is outlined)."""
-    array = _as_2d_array(per_head, "per_head")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.1 * array.shape[1] + 2.0, 0.8 * array.shape[0] + 1.2))
-    sns.heatmap(array, ax=ax, cmap="mako", vmin=0.0, vmax=1.0, annot=True, fmt=".2f", linewidths=0.5,
-                linecolor="white", cbar_kws={"label": "AER"},
-                xticklabels=[f"head {h}" for h in range(array.shape[1])],
-                yticklabels=[f"layer {layer}" for layer in range(array.shape[0])])
-    best = np.unravel_index(np.argmin(array), array.shape)
-    ax.add_patch(plt.Rectangle((best[1], best[0]), 1, 1, fill=False, edgecolor="C1", linewidth=2.5))
-    ax.tick_params(axis="y", rotation=0)
-    ax.set_xlabel("decoder cross-attention head")
-    ax.set_title(title)
-    return ax

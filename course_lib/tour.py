@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.path import Path
@@ -175,3 +176,17 @@ def course_map(lessons: tuple[Lesson, ...] | list[Lesson] = LESSONS, n_cols: int
                  fontsize=11, loc="left")
     fig.tight_layout()
     return fig
+
+
+def weights_bar_chart(weights: torch.Tensor, key_labels: list[str] | tuple[str, ...], *, title: str = "",
+                      ax: Axes | None = None) -> Axes:
+    """One query's attention weights ``[T_k]`` as bars over the keys, on a 0-1 axis (lesson 00's slider)."""
+    if weights.ndim != 1 or len(key_labels) != weights.shape[0]:
+        raise ValueError(f"need weights [T_k] and one label per key; got weights {list(weights.shape)} and "
+                         f"{len(key_labels)} labels")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 2.6), constrained_layout=True)
+    ax.bar(range(len(key_labels)), weights.detach().float().cpu().numpy(), color="#4c72b0")
+    ax.set_xticks(range(len(key_labels)), list(key_labels))
+    ax.set(ylim=(0, 1), xlabel="key", ylabel="attention weight", title=title)
+    return ax

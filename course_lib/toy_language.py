@@ -102,12 +102,25 @@ def held_out_pairs(seed: int = 0, fraction: float = 0.15) -> frozenset[tuple[str
 
 
 class ToyLanguage:
-    """Samples sentence pairs. ``rng`` is a ``random.Random``; probabilities set how rich sentences are."""
+    """Samples sentence pairs. ``rng`` is a ``random.Random``; probabilities set how rich sentences are.
+
+    The training mix has one clause, or two joined by a conjunction (``p_conjunction``), and at most one
+    prepositional phrase per clause (``p_prepositional``). ``n_clauses`` and ``n_prepositional`` fix those
+    counts instead (every clause then has exactly ``n_prepositional`` phrases), which makes structures the
+    training mix never has: three clauses, or two prepositional phrases in a row (``beyond_training``).
+    """
 
     def __init__(self, p_adjective: float = 0.5, p_plural: float = 0.4, p_past: float = 0.5,
-                 p_transitive: float = 0.6, p_prepositional: float = 0.35, p_conjunction: float = 0.25) -> None:
+                 p_transitive: float = 0.6, p_prepositional: float = 0.35, p_conjunction: float = 0.25, *,
+                 n_clauses: int | None = None, n_prepositional: int | None = None) -> None:
+        if n_clauses is not None and n_clauses < 1:
+            raise ValueError(f"n_clauses must be None (the training mix) or >= 1; got {n_clauses}")
+        if n_prepositional is not None and not 0 <= n_prepositional <= len(PLACES):
+            raise ValueError(f"n_prepositional must be None (the training mix) or 0..{len(PLACES)}; "
+                             f"got {n_prepositional}")
         self.p_adjective, self.p_plural, self.p_past = p_adjective, p_plural, p_past
         self.p_transitive, self.p_prepositional, self.p_conjunction = p_transitive, p_prepositional, p_conjunction
+        self.n_clauses, self.n_prepositional = n_clauses, n_prepositional
 
     def _noun_phrase(self, rng: random.Random, nouns: list[str]) -> NounPhrase:
         plural = rng.random() < self.p_plural and nouns is not PLACE_NAMES
@@ -122,17 +135,25 @@ class ToyLanguage:
         base, third, past_form, stem = rng.choice(TRANSITIVE if transitive else INTRANSITIVE)
         verb = past_form if past else (base if subject.plural else third)
         obj = self._noun_phrase(rng, NOUN_NAMES) if transitive else None
-        place = self._noun_phrase(rng, PLACE_NAMES) if rng.random() < self.p_prepositional else None
-        preposition = rng.choice(list(PREPOSITIONS)) if place else None
+        if self.n_prepositional is None:  # the training mix: at most one place
+            n_places = 1 if rng.random() < self.p_prepositional else 0
+        else:
+            n_places = self.n_prepositional
+        places = []  # (preposition, place): in a row, each to a different place
+        for _ in range(n_places):
+            place = self._noun_phrase(rng, PLACE_NAMES)
+            while any(place.noun == other.noun for _, other in places):
+                place = self._noun_phrase(rng, PLACE_NAMES)
+            places.append((rng.choice(list(PREPOSITIONS)), place))
 
         source = subject.source((index, "subj")) + [(verb, (index, "verb"))]
         target = subject.target((index, "subj"))
         if obj:
             source += obj.source((index, "obj"))
             target += obj.target((index, "obj"))
-        if place and preposition:
-            source += [(preposition, (index, "prep"))] + place.source((index, "place"))
-            target += place.target((index, "place")) + [(PREPOSITIONS[preposition], (index, "prep"))]
+        for k, (preposition, place) in enumerate(places):  # each phrase becomes place + postposition, in order
+            source += [(preposition, (index, "prep", k))] + place.source((index, "place", k))
+            target += place.target((index, "place", k)) + [(PREPOSITIONS[preposition], (index, "prep", k))]
         target.append((stem, (index, "verb")))
         if past:
             target.append((PAST_MARKER, (index, "verb")))
@@ -141,11 +162,15 @@ class ToyLanguage:
     def sample(self, rng: random.Random) -> tuple[Example, list[NounPhrase]]:
         """One sentence pair, and its noun phrases (to test for held-out adjective-noun pairs)."""
         source, target, phrases = self._clause(rng, 0)
-        if rng.random() < self.p_conjunction:
+        if self.n_clauses is None:  # the training mix: one clause, or two
+            n_clauses = 2 if rng.random() < self.p_conjunction else 1
+        else:
+            n_clauses = self.n_clauses
+        for index in range(1, n_clauses):  # clauses joined by conjunctions, translated in order
             conjunction = rng.choice(list(CONJUNCTIONS))
-            source2, target2, phrases2 = self._clause(rng, 1)
-            source += [(conjunction, "conj")] + source2
-            target += [(CONJUNCTIONS[conjunction], "conj")] + target2
+            source2, target2, phrases2 = self._clause(rng, index)
+            source += [(conjunction, ("conj", index))] + source2
+            target += [(CONJUNCTIONS[conjunction], ("conj", index))] + target2
             phrases += phrases2
         position = {key: i for i, (_, key) in enumerate(source)}
         alignment = tuple((position[key], j) for j, (_, key) in enumerate(target))
@@ -188,3 +213,39 @@ def make_splits(
             seen.add(example.source)
             splits[name].append(example)
     return splits
+
+
+# Structures the training mix (one or two clauses, at most one place per clause) never produces.
+BEYOND_TRAINING = {
+    "2 places in a row": {"n_clauses": 1, "n_prepositional": 2},
+    "3 clauses": {"n_clauses": 3},
+    "4 clauses": {"n_clauses": 4},
+}
+
+
+def beyond_training(seed: int = 0, size: int = 300, structures: dict[str, dict[str, int]] | None = None,
+                    held_out_fraction: float = 0.15) -> dict[str, list[Example]]:
+    """Sentences beyond the training distribution, ``size`` unique ones per structure.
+
+    ``structures`` maps a name to ``ToyLanguage`` counts (default ``BEYOND_TRAINING``: two prepositional
+    phrases in one clause, which keeps sentences as short as training's; three and four clauses, which
+    make them longer than any training sentence). The words are the training words and no sentence
+    has a held-out adjective-noun pair, so the structure is the only thing that is new. Deterministic
+    for a given ``seed``, and drawn from a random stream of its own (``make_splits`` is unaffected).
+    """
+    structures = BEYOND_TRAINING if structures is None else structures
+    held_out = held_out_pairs(seed, held_out_fraction)
+    groups: dict[str, list[Example]] = {}
+    for name, counts in structures.items():
+        language, rng = ToyLanguage(**counts), random.Random(f"beyond-training {seed} {name}")
+        examples: dict[tuple[str, ...], Example] = {}
+        for _ in range(50 * size + 1000):
+            if len(examples) == size:
+                break
+            example, phrases = language.sample(rng)
+            if not any((p.adjective, p.noun) in held_out for p in phrases):
+                examples.setdefault(example.source, example)
+        else:
+            raise ValueError(f"could not draw {size} unique sentences for structure {name!r}")
+        groups[name] = list(examples.values())
+    return groups

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +25,9 @@ from .model import Seq2SeqTransformer, TransformerConfig
 from .toy_language import make_splits
 from .translator import Translator, default_model_path, load_translator, save_translator
 
-__all__ = ["History", "TrainConfig", "Translator", "default_model_path", "learning_rate", "load_or_train_translator",
-           "load_translator", "save_translator", "toy_data", "toy_model_config", "train", "train_toy_translator",
-           "validation_exact_match"]
+__all__ = ["History", "TrainConfig", "TrainingRun", "Translator", "default_model_path", "learning_rate",
+           "load_or_train_translator", "load_translator", "save_translator", "toy_data", "toy_model_config", "train",
+           "train_toy_translator", "validation_exact_match"]
 
 
 @dataclass
@@ -223,14 +224,23 @@ def toy_data(seed: int = 0, sizes: dict[str, int] | None = None
         tgt_vocab
 
 
+class TrainingRun(NamedTuple):
+    """What ``train_toy_translator`` returns: ``run.translator``, ``run.history``, ``run.data``."""
+
+    translator: Translator  # the trained model with its vocabularies; info has validation exact match, steps, seconds
+    history: History  # loss and validation exact match over the steps
+    data: dict[str, ParallelData]  # the encoded splits: train, valid, test, generalisation
+
+
 def train_toy_translator(*, seed: int = 0, config: TrainConfig | None = None,
                          device: torch.device | str = "cpu", progress: bool = True,
                          callback: Callable[[History], None] | None = None,
-                         sizes: dict[str, int] | None = None) -> tuple[Translator, History, dict[str, ParallelData]]:
+                         sizes: dict[str, int] | None = None) -> TrainingRun:
     """Lesson 07 in one call: data, vocabularies, ``toy_model_config`` model, ``train``.
 
-    Returns the ``Translator`` (``info`` has the validation exact match, steps and seconds), the
-    ``History`` and the encoded splits (``train``, ``valid``, ``test``, ``generalisation``).
+    Returns ``TrainingRun(translator, history, data)``: the ``Translator`` (``info`` has the validation
+    exact match, steps and seconds), the ``History`` and the encoded splits (``train``, ``valid``,
+    ``test``, ``generalisation``).
     """
     data, src_vocab, tgt_vocab = toy_data(seed, sizes)
     torch.manual_seed(seed)
@@ -238,7 +248,7 @@ def train_toy_translator(*, seed: int = 0, config: TrainConfig | None = None,
     history = train(model, data["train"], data["valid"], config, callback=callback, progress=progress)
     info = {"seed": seed, "steps": history.steps, "seconds": history.seconds,
             "valid_exact_match": history.eval_exact_match[-1] if history.eval_exact_match else None}
-    return Translator(model, src_vocab, tgt_vocab, info), history, data
+    return TrainingRun(Translator(model, src_vocab, tgt_vocab, info), history, data)
 
 
 def load_or_train_translator(path: str | Path | None = None, *, device: torch.device | str = "cpu",
@@ -248,6 +258,6 @@ def load_or_train_translator(path: str | Path | None = None, *, device: torch.de
     try:
         return load_translator(path, device=device)
     except FileNotFoundError:
-        translator, _, _ = train_toy_translator(device=device, progress=progress)
+        translator = train_toy_translator(device=device, progress=progress).translator
         save_translator(translator, path)
         return translator

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from ._checks import shape_str
 from .data import EOS
-from .plotting import attention_heatmap
+from .plotting import SOURCE_TOKEN_LABEL, WRITTEN_WORD_LABEL, attention_heatmap
 from .translator import Translator
 
 MEAN = -1  # head selector value for "mean over heads"
@@ -51,6 +51,9 @@ class AttentionExplorer:
         mask: optional bool mask broadcastable to ``[T_q, T_k]``, True = may attend.
         title: shown above the figure.
         layer, head, query: the selection shown first (default: the last layer, the mean over heads, query 0).
+        row_label, column_label: the heatmap's axis labels (default: queries / keys). For cross-attention
+            the course labels rows by the word being written and columns by the source token:
+            ``plotting.WRITTEN_WORD_LABEL`` and ``plotting.SOURCE_TOKEN_LABEL``.
     """
 
     def __init__(
@@ -65,8 +68,11 @@ class AttentionExplorer:
         layer: int | None = None,
         head: int = MEAN,
         query: int = 0,
+        row_label: str | None = None,
+        column_label: str | None = None,
     ) -> None:
         self.weights = _to_4d("weights", weights)
+        self.row_label, self.column_label = row_label, column_label
         n_layers, n_heads, t_q, t_k = self.weights.shape
         if len(query_labels) != t_q or len(key_labels) != t_k:
             raise ValueError(
@@ -145,6 +151,10 @@ class AttentionExplorer:
             limit = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 1.0
             attention_heatmap(matrix, self.query_labels, self.key_labels, ax=ax_map, vmin=-limit, vmax=limit,
                               cmap="vlag", masked=blocked)
+        if self.row_label:
+            ax_map.set_ylabel(self.row_label)
+        if self.column_label:
+            ax_map.set_xlabel(self.column_label)
         ax_map.add_patch(plt.Rectangle((0, self.query.value), t_k, 1, fill=False, edgecolor="tab:blue", lw=2.5))
         ax_map.set_title(f"{self.view.value} · layer {self.layer.value} · {head_name}")
         row = self.selected()[self.query.value]  # [T_k]
@@ -278,6 +288,7 @@ class TranslationExplorer:
             weights, [*translation, EOS], words, title="cross-attention: rows write target words, columns are "
             "source words", layer=layer if layer is not None and layer < n_layers else None,
             head=head if head < n_heads else MEAN, query=query if query < t_q else 0,
+            row_label=WRITTEN_WORD_LABEL, column_label=SOURCE_TOKEN_LABEL,
         )
         self.translation, self.weights = translation, weights
         self._box.children = (self.explorer.widget,)

@@ -1,12 +1,12 @@
 """Small helpers shared by the checker tests (tests/test_checks_lessonNN.py)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from course_lib.checks import CheckResult
+from course_lib.checks import Case, CheckResult, Mistake
 
 
 def raise_not_implemented(*args: Any, **kwargs: Any) -> None:
@@ -46,3 +46,98 @@ def assert_robust(check: Callable[[Any], CheckResult], wrong_shape: Any) -> None
     assert check(lambda *args, **kwargs: "nonsense").status == "fail"
     assert check(lambda *args, **kwargs: wrong_shape).status == "fail"
     assert check(42).status == "fail"
+
+
+# --- named mistakes as data (lessons converted to course_lib.checks._harness.run_cases) ---------------
+
+def assert_named(result: CheckResult, mistake: Mistake, cases: Sequence[Case] = ()) -> None:
+    """The checker failed with exactly this mistake's name and its hint (filled in for the failing case)."""
+    assert isinstance(result, CheckResult)
+    assert result.status == "fail", result
+    assert result.mistake == mistake.name, f"expected {mistake.name!r}, got {result.mistake!r}: {result.message}"
+    case = next((c for c in cases if c.name == result.case), None)
+    assert mistake.hint_for(case) in result.message, result.message
+
+
+def _tensor_args(args: Sequence[Any]) -> list[int]:
+    return [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+
+
+def returns_numpy(solution: Callable[..., Any]) -> Callable[..., Any]:
+    """The right values, as numpy arrays (a tuple of them for a pair)."""
+    def wrong(*args: Any) -> Any:
+        out = solution(*args)
+        return tuple(o.numpy() for o in out) if isinstance(out, tuple) else out.numpy()
+    return wrong
+
+
+def returns_list(solution: Callable[..., Any]) -> Callable[..., Any]:
+    def wrong(*args: Any) -> Any:
+        out = solution(*args)
+        return tuple(o.tolist() for o in out) if isinstance(out, tuple) else out.tolist()
+    return wrong
+
+
+def casts_to(solution: Callable[..., Any], dtype: torch.dtype) -> Callable[..., Any]:
+    """Computes right, but returns ``dtype`` (e.g. a stray .float())."""
+    def wrong(*args: Any) -> Any:
+        out = solution(*args)
+        return tuple(o.to(dtype) for o in out) if isinstance(out, tuple) else out.to(dtype)
+    return wrong
+
+
+def mutates_input(solution: Callable[..., Any], index: int = 0) -> Callable[..., Any]:
+    """Right result, but scales argument ``index`` in place afterwards (like `q /= math.sqrt(d_k)` would)."""
+    def wrong(*args: Any) -> Any:
+        out = solution(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
+        args[index].mul_(2.0)
+        return out
+    return wrong
+
+
+def batch_one_only(solution: Callable[..., Any]) -> Callable[..., Any]:
+    """Code that handles only the first batch element and repeats it (right for a batch of 1 only)."""
+    def wrong(*args: Any) -> Any:
+        batch = next(a.shape[0] for a in args if isinstance(a, torch.Tensor) and a.ndim >= 3)
+        firsts = [a[:1] if isinstance(a, torch.Tensor) and a.ndim >= 3 and a.shape[0] == batch else a for a in args]
+        out = solution(*firsts)
+        expand = (lambda o: o.expand(batch, *o.shape[1:]).clone())
+        return tuple(expand(o) for o in out) if isinstance(out, tuple) else expand(out)
+    return wrong
+
+
+def batch_one_only_raising(solution: Callable[..., Any]) -> Callable[..., Any]:
+    """Code that hard-codes a batch of 1 (e.g. `x.view(1, T, H, d_head)`), which raises for larger batches."""
+    def wrong(*args: Any) -> Any:
+        first = next(a for a in args if isinstance(a, torch.Tensor) and a.ndim >= 3)
+        first.reshape(1, *first.shape[1:])  # RuntimeError unless B == 1
+        return solution(*args)
+    return wrong
+
+
+class RaisingEq:
+    """An object whose comparisons raise."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no comparisons")
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+def weird_answers() -> list[tuple[str, Callable[..., Any]]]:
+    """Results no checker may crash on (all wrong)."""
+    return [
+        ("a generator", lambda *args: (a for a in args)),
+        ("None", lambda *args: None),
+        ("a string", lambda *args: "hello"),
+        ("a dict", lambda *args: {"output": 1}),
+        ("a huge tensor", lambda *args: torch.zeros(3000, 3000)),
+        ("NaN everywhere", lambda *args: torch.full((2, 3), float("nan"))),
+        ("an object whose __eq__ raises", lambda *args: RaisingEq()),
+        ("a tuple of 3 tensors", lambda *args: (torch.zeros(1),) * 3),
+        ("a 0-d tensor", lambda *args: torch.tensor(1.0)),
+        ("a Python float", lambda *args: 1.0),
+    ]

@@ -105,7 +105,7 @@ def translator_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from course_lib.training import TrainConfig, save_translator, train_toy_translator
 
     folder = tmp_path_factory.mktemp("course-cache")
-    translator, _, _ = train_toy_translator(config=TrainConfig(time_budget_s=10), progress=False)
+    translator = train_toy_translator(config=TrainConfig(time_budget_s=10), progress=False).translator
     save_translator(translator, folder / "toy_translator.pt")
     return folder
 

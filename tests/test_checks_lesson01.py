@@ -1,4 +1,5 @@
-"""The lesson 01 checkers pass the worked solutions, name each typical mistake, and never raise."""
+"""The lesson 01 checkers: every named mistake gets its own hint, the solutions and correct alternatives pass,
+the generic mistake classes are diagnosed, and nothing raises."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,20 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
+from checker_helpers import (
+    assert_fail,
+    assert_named,
+    batch_one_only,
+    batch_one_only_raising,
+    casts_to,
+    mutates_input,
+    raise_not_implemented,
+    raise_value_error,
+    returns_list,
+    returns_numpy,
+    weird_answers,
+)
 from torch import Tensor
 
 from course_lib.checks import CheckResult, lesson01
@@ -29,137 +44,302 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Ten
 
 PREDICTION = "B"
 PREDICTED_WEIGHTS = [1 / 3, 0.2, 0.1333, 1 / 3]
-
-
-def assert_fails(result: CheckResult, phrase: str) -> None:
-    assert result.status == "fail", result
-    assert phrase in result.message, result.message
+FUNCTION_CHECKS = {"check_attention": (lesson01.check_attention, attention),
+                   "check_masked_attention": (lesson01.check_masked_attention, masked_attention)}
 
 
 def scores_with(q: Tensor, k: Tensor, scale: float) -> Tensor:
     return q @ k.transpose(-2, -1) * scale
 
 
-# --- exercise 1 --------------------------------------------------------------------------------------
+# --- every named mistake gets its own hint; the solutions pass ----------------------------------------
 
-def test_attention_solution_passes() -> None:
-    result = lesson01.check_attention(attention)
+@pytest.mark.parametrize(("name", "mistake"), [(name, m) for name in FUNCTION_CHECKS
+                                               for m in lesson01.MISTAKES[name]], ids=lambda x: getattr(x, "name", x))
+def test_every_named_mistake_gets_its_own_hint(name: str, mistake: Any) -> None:
+    check = FUNCTION_CHECKS[name][0]
+    assert_named(check(mistake.wrong), mistake, lesson01.CASES[name])
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+def test_the_solution_passes(name: str) -> None:
+    check, solution = FUNCTION_CHECKS[name]
+    result = check(solution)
     assert result.passed, result
-    assert str(result).startswith("✅")
+    assert str(result).startswith("✅") and result.mistake is None and result.to_dict()["passed"]
 
 
-def no_scale(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    w = torch.softmax(scores_with(q, k, 1.0), dim=-1)
+def test_the_references_pass() -> None:
+    for name, (check, _) in FUNCTION_CHECKS.items():
+        assert check(lesson01.REFERENCES[name]).passed
+
+
+# --- correct alternatives pass --------------------------------------------------------------------
+
+def attention_f_softmax(q, k, v):
+    w = F.softmax(q @ k.transpose(-2, -1) / q.size(-1) ** 0.5, dim=-1)
     return w @ v, w
 
 
-def scale_by_d_k(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    w = torch.softmax(scores_with(q, k, 1 / q.shape[-1]), dim=-1)
+def attention_einsum(q, k, v):
+    w = torch.einsum("...qd,...kd->...qk", q / math.sqrt(q.shape[-1]), k).softmax(-1)
+    return torch.einsum("...qk,...kd->...qd", w, v), w
+
+
+def attention_bmm(q, k, v):  # flatten the leading dims, then torch.bmm
+    lead, (t_q, d), t_k = q.shape[:-2], q.shape[-2:], k.shape[-2]
+    q3, k3, v3 = q.reshape(-1, t_q, d), k.reshape(-1, t_k, d), v.reshape(-1, t_k, v.shape[-1])
+    w = torch.softmax(torch.bmm(q3, k3.transpose(1, 2)) / math.sqrt(d), dim=-1)
+    return torch.bmm(w, v3).reshape(*lead, t_q, -1), w.reshape(*lead, t_q, t_k)
+
+
+def attention_manual_softmax(q, k, v):
+    s = torch.matmul(q, k.mT) / torch.tensor(q.shape[-1]).sqrt()
+    e = torch.exp(s - s.amax(dim=-1, keepdim=True))
+    w = e / e.sum(dim=-1, keepdim=True)
+    return torch.matmul(w, v), w
+
+
+def attention_sdpa(q, k, v):
+    w = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+    return F.scaled_dot_product_attention(q, k, v), w
+
+
+def attention_in_float64(q, k, v):
+    out, w = attention(q.double(), k.double(), v.double())
+    return out.to(q.dtype), w.to(q.dtype)
+
+
+def masked_where(q, k, v, mask):
+    s = torch.where(mask, q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), float("-inf"))
+    w = torch.where(mask.any(-1, keepdim=True), torch.softmax(s, -1), 0.0)
     return w @ v, w
 
 
-def softmax_over_queries(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    w = torch.softmax(scores_with(q, k, q.shape[-1] ** -0.5), dim=-2)
+def masked_nan_to_num(q, k, v, mask):
+    s = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(mask == 0, float("-inf"))
+    w = torch.nan_to_num(F.softmax(s, dim=-1), nan=0.0)
     return w @ v, w
 
 
-def keys_not_transposed(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    w = torch.softmax(q @ k / math.sqrt(q.shape[-1]), dim=-1)
+def masked_finite_fill_then_zero_rows(q, k, v, mask):
+    s = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, -1e9)
+    w = torch.softmax(s, dim=-1) * mask.any(dim=-1, keepdim=True)
     return w @ v, w
 
 
-def transpose_1_2(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:  # fine in 3-D, wrong in 4-D
-    w = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)
+def masked_additive(q, k, v, mask):
+    bias = torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, float("-inf"))
+    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + bias, dim=-1).nan_to_num(0.0)
     return w @ v, w
 
 
-def swapped(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+@pytest.mark.parametrize(("name", "alternative"), [
+    ("check_attention", attention_f_softmax), ("check_attention", attention_einsum),
+    ("check_attention", attention_bmm), ("check_attention", attention_manual_softmax),
+    ("check_attention", attention_sdpa), ("check_attention", attention_in_float64),
+    ("check_masked_attention", masked_where), ("check_masked_attention", masked_nan_to_num),
+    ("check_masked_attention", masked_finite_fill_then_zero_rows), ("check_masked_attention", masked_additive),
+])
+def test_correct_alternatives_pass(name: str, alternative: Callable[..., Any]) -> None:
+    result = FUNCTION_CHECKS[name][0](alternative)
+    assert result.passed, result
+
+
+# --- generic mistake classes ----------------------------------------------------------------------
+
+GENERIC = [
+    (returns_numpy, "wrong_type", "should be a torch.Tensor, but is numpy.ndarray (its values are right"),
+    (returns_list, "wrong_type", "should be a torch.Tensor, but is list"),
+    (lambda s: casts_to(s, torch.float32), "wrong_dtype", "keep the inputs' dtype"),
+    (lambda s: casts_to(s, torch.float16), "wrong_dtype", "expected torch.float32"),
+    (lambda s: mutates_input(s, 0), "mutated_input", "changed its inputs in place (`q`"),
+    (lambda s: mutates_input(s, 2), "mutated_input", "`v`"),
+    (batch_one_only, "batch_one_only", "right for a batch of 1"),
+    (batch_one_only_raising, "batch_one_only", "right for a batch of 1"),
+]
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+@pytest.mark.parametrize(("make_wrong", "mistake", "phrase"), GENERIC)
+def test_generic_mistakes_are_diagnosed(name: str, make_wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
+    check, solution = FUNCTION_CHECKS[name]
+    result = check(make_wrong(solution))
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result.to_dict()
+
+
+def square_only_attention(q, k, v):  # reshapes the weights with the queries' length twice
+    out, w = attention(q, k, v)
+    return out, w.reshape(*q.shape[:-1], q.shape[-2])
+
+
+def test_square_only_code_is_named() -> None:
+    result = lesson01.check_attention(square_only_attention)
+    assert result.mistake == "square_only" and "lengths are equal" in result.message, result
+
+
+def swapped(q, k, v):
     output, weights = attention(q, k, v)
     return weights, output
 
 
-def weighted_keys(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+@pytest.mark.parametrize(("wrong", "mistake", "phrase"), [
+    (swapped, "swapped_outputs", "returned (attn_weights, output)"),
+    (lambda q, k, v: attention(q, k, v)[0], "wrong_type", "return a pair"),
+    (lambda q, k, v: (torch.zeros(3), torch.zeros(3)), "wrong_shape", "expected"),
+    (lambda q, k, v: (q, k, v), "wrong_type", "should return a pair"),
+    (lambda q, k, v: (1, 2), "wrong_type", "should be a torch.Tensor"),
+    (lambda q, k, v: "hello", "wrong_type", "got str"),
+])
+def test_pair_structure_mistakes(wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
+    result = lesson01.check_attention(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
+
+
+# --- the wrong answers of the earlier tests, written by hand (each with its phrase) -------------------
+
+def no_scale(q, k, v):
+    w = torch.softmax(scores_with(q, k, 1.0), dim=-1)
+    return w @ v, w
+
+
+def scale_by_d_k(q, k, v):
+    w = torch.softmax(scores_with(q, k, 1 / q.shape[-1]), dim=-1)
+    return w @ v, w
+
+
+def softmax_over_queries(q, k, v):
+    w = torch.softmax(scores_with(q, k, q.shape[-1] ** -0.5), dim=-2)
+    return w @ v, w
+
+
+def keys_not_transposed(q, k, v):
+    w = torch.softmax(q @ k / math.sqrt(q.shape[-1]), dim=-1)
+    return w @ v, w
+
+
+def transpose_1_2(q, k, v):  # fine in 3-D, wrong in 4-D
+    w = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)
+    return w @ v, w
+
+
+def keys_dot_T(q, k, v):
+    w = torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=-1)
+    return w @ v, w
+
+
+def weighted_keys(q, k, v):
     _, w = attention(q, k, v)
     return w @ k, w
 
 
-def only_output(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    return attention(q, k, v)[0]
-
-
-def in_place(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def in_place(q, k, v):
     q /= math.sqrt(q.shape[-1])
     w = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
     return w @ v, w
 
 
-def casts_to_float32(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def casts_to_float32(q, k, v):
     output, weights = attention(q.float(), k.float(), v.float())
     return output, weights
 
 
-@pytest.mark.parametrize(("wrong", "phrase"), [
-    (no_scale, "without the scale"),
-    (scale_by_d_k, "divided the scores by d_k"),
-    (softmax_over_queries, "over the queries (dim=-2)"),
-    (keys_not_transposed, "instead of by k transposed"),
-    (transpose_1_2, "k.transpose(-2, -1)"),
-    (swapped, "returned (attn_weights, output)"),
-    (weighted_keys, "a weighted sum of the values"),
-    (only_output, "return a pair"),
-    (in_place, "changed its inputs in place"),
-    (casts_to_float32, "keep the inputs' dtype"),
+@pytest.mark.parametrize(("wrong", "mistake", "phrase"), [
+    (no_scale, "no_scale", "without the scale"),
+    (scale_by_d_k, "scale_by_d_k", "divided the scores by d_k"),
+    (softmax_over_queries, "softmax_over_queries", "over the queries (dim=-2)"),
+    (keys_not_transposed, "keys_not_transposed", "instead of by k transposed"),
+    (transpose_1_2, "transpose_1_2", "k.transpose(-2, -1)"),
+    (keys_dot_T, "k_dot_T", "k.T reverses"),
+    (weighted_keys, "output_from_keys", "a weighted sum of the values"),
+    (in_place, "mutated_input", "changed its inputs in place"),
+    (casts_to_float32, "wrong_dtype", "keep the inputs' dtype"),
 ])
-def test_attention_mistakes_get_their_hint(wrong: Callable[..., Any], phrase: str) -> None:
-    assert_fails(lesson01.check_attention(wrong), phrase)
+def test_hand_written_attention_mistakes(wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
+    result = lesson01.check_attention(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
-# --- exercise 2 --------------------------------------------------------------------------------------
-
-def test_masked_attention_solution_passes() -> None:
-    assert lesson01.check_masked_attention(masked_attention).passed
-
-
-def inverted_mask(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def inverted_mask(q, k, v, mask):
     return masked_attention(q, k, v, ~mask)
 
 
-def mask_after_softmax(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def mask_after_softmax(q, k, v, mask):
     w = torch.softmax(scores_with(q, k, q.shape[-1] ** -0.5), dim=-1) * mask
     return w @ v, w
 
 
-def nan_on_full_rows(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def nan_on_full_rows(q, k, v, mask):
     w = torch.softmax(scores_with(q, k, q.shape[-1] ** -0.5).masked_fill(~mask, float("-inf")), dim=-1)
     return w @ v, w
 
 
-def finite_fill(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def finite_fill(q, k, v, mask):
     w = torch.softmax(scores_with(q, k, q.shape[-1] ** -0.5).masked_fill(~mask, -1e9), dim=-1)
     return w @ v, w
 
 
-def masked_no_scale(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def finfo_min_fill(q, k, v, mask):
+    w = torch.softmax(scores_with(q, k, q.shape[-1] ** -0.5).masked_fill(~mask, torch.finfo(q.dtype).min), dim=-1)
+    return w @ v, w
+
+
+def masked_no_scale(q, k, v, mask):
     return masked_attention(q * math.sqrt(q.shape[-1]), k, v, mask)
 
 
-def ignores_mask(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def ignores_mask(q, k, v, mask):
     return attention(q, k, v)
 
 
-@pytest.mark.parametrize(("wrong", "phrase"), [
-    (inverted_mask, "hides the real tokens instead of the blocked ones"),
-    (mask_after_softmax, "masked after the softmax"),
-    (nan_on_full_rows, "NaN in the fully masked row"),
-    (finite_fill, "uniform weights 1/T_k"),
-    (masked_no_scale, "not scaled"),
-    (ignores_mask, "the mask has no effect"),
+def multiplies_by_mask(q, k, v, mask):
+    w = torch.softmax(scores_with(q, k, q.shape[-1] ** -0.5) * mask, dim=-1)
+    return w @ v, w
+
+
+@pytest.mark.parametrize(("wrong", "mistake", "phrase"), [
+    (inverted_mask, "inverted_mask", "hides the real tokens instead of the blocked ones"),
+    (mask_after_softmax, "mask_after_softmax", "masked after the softmax"),
+    (nan_on_full_rows, "nan_on_full_rows", "NaN in the fully masked row"),
+    (finite_fill, "finite_fill", "uniform weights 1/T_k"),
+    (finfo_min_fill, "finite_fill", "uniform weights 1/T_k"),
+    (masked_no_scale, "masked_no_scale", "not scaled"),
+    (ignores_mask, "ignores_mask", "the mask has no effect"),
+    (multiplies_by_mask, "zero_fill", "exp(0) = 1"),
 ])
-def test_masked_attention_mistakes_get_their_hint(wrong: Callable[..., Any], phrase: str) -> None:
-    assert_fails(lesson01.check_masked_attention(wrong), phrase)
+def test_hand_written_masked_mistakes(wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
+    result = lesson01.check_masked_attention(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
-# --- exercises 3 and 4 -------------------------------------------------------------------------------
+# --- robustness: unfinished, None, crashes, non-functions, weird results ------------------------------
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+def test_robustness(name: str) -> None:
+    check = FUNCTION_CHECKS[name][0]
+    assert check(raise_not_implemented).status == "not_done"
+    none = check(None)
+    assert none.status == "not_done" and str(none).startswith("⏳")
+    crash = check(raise_value_error)
+    assert_fail(crash, "raised ValueError: boom")
+    assert crash.mistake == "raised" and crash.case is not None
+    assert_fail(check(42), "should be a function")
+    assert check(42).mistake == "not_a_function"
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+@pytest.mark.parametrize(("label", "weird"), weird_answers(), ids=[w[0] for w in weird_answers()])
+def test_weird_results_fail_without_raising(name: str, label: str, weird: Callable[..., Any]) -> None:
+    result = FUNCTION_CHECKS[name][0](weird)
+    assert isinstance(result, CheckResult) and result.status == "fail", result
+    assert "the check itself hit" not in result.message, result.message
+
+
+# --- exercises 3 and 4: predictions -----------------------------------------------------------------
 
 def test_scale_experiment_shows_saturation_without_the_scale() -> None:
     measured = lesson01.max_weight_experiment()
@@ -173,15 +353,19 @@ def test_scale_prediction_passes(answer: str) -> None:
     assert result.passed and "→" in result.message
 
 
+@pytest.mark.parametrize("mistake", lesson01.SCALE_MISTAKES, ids=lambda m: m.name)
+def test_every_wrong_scale_prediction_gets_its_own_hint(mistake: Any) -> None:
+    result = lesson01.check_scale_prediction(mistake.wrong)
+    assert_named(result, mistake)
+    assert "Measured mean max weight" in result.message
+
+
 @pytest.mark.parametrize(("answer", "phrase"), [
     ("A", "not their spread"), ("C", "goes the other way"), ("D", "never overflows"), ("E", "one letter"),
     (3, "one letter"),
 ])
 def test_wrong_scale_predictions_are_explained(answer: Any, phrase: str) -> None:
-    result = lesson01.check_scale_prediction(answer)
-    assert_fails(result, phrase)
-    if answer in ("A", "C", "D"):
-        assert "Measured mean max weight" in result.message
+    assert_fail(lesson01.check_scale_prediction(answer), phrase)
 
 
 def test_duplicate_key_experiment_matches_the_formula() -> None:
@@ -190,9 +374,17 @@ def test_duplicate_key_experiment_matches_the_formula() -> None:
     torch.testing.assert_close(after, torch.tensor([1 / 3, 0.2, 2 / 15, 1 / 3], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("answer", [PREDICTED_WEIGHTS, (1 / 3, 1 / 5, 2 / 15, 1 / 3), torch.tensor(PREDICTED_WEIGHTS)])
+@pytest.mark.parametrize("answer", [PREDICTED_WEIGHTS, (1 / 3, 1 / 5, 2 / 15, 1 / 3), torch.tensor(PREDICTED_WEIGHTS),
+                                    torch.tensor(PREDICTED_WEIGHTS).numpy(), [torch.tensor(1 / 3), 0.2, 0.1333, 1 / 3]])
 def test_duplicate_key_prediction_passes(answer: Any) -> None:
     assert lesson01.check_duplicate_key_prediction(answer).passed
+
+
+@pytest.mark.parametrize("mistake", lesson01.DUPLICATE_MISTAKES, ids=lambda m: m.name)
+def test_every_wrong_duplicate_prediction_gets_its_own_hint(mistake: Any) -> None:
+    result = lesson01.check_duplicate_key_prediction(mistake.wrong)
+    assert_named(result, mistake)
+    assert "0.333" in result.message
 
 
 @pytest.mark.parametrize(("answer", "phrase"), [
@@ -201,24 +393,23 @@ def test_duplicate_key_prediction_passes(answer: Any) -> None:
     ([0.5, 0.3, 0.2, 0.0], "same key, so the same score"),
     ([0.4, 0.2, 0.1, 0.3], "same key, so the same score"),
     ([0.3, 0.2, 0.2, 0.3], "not quite"),
+    ([0.6, 0.3, 0.2, 0.6], "sum to 1.7"),
     ([0.5, 0.3, 0.2], "give 4 numbers"),
     (["a", "b", "c", "d"], "give 4 numbers"),
+    ("0.33, 0.2, 0.13, 0.33", "give 4 numbers"),
+    (0.5, "give 4 numbers"),
 ])
 def test_wrong_duplicate_key_predictions_are_explained(answer: Any, phrase: str) -> None:
     result = lesson01.check_duplicate_key_prediction(answer)
-    assert_fails(result, phrase)
+    assert_fail(result, phrase)
     if "4 numbers" not in phrase:
         assert "0.333" in result.message
 
 
-# --- every checker: unfinished, None, broken answers ---------------------------------------------------
+# --- every checker: unfinished, None --------------------------------------------------------------
 
-FUNCTION_CHECKERS = [lesson01.check_attention, lesson01.check_masked_attention]
-ALL_CHECKERS = [*FUNCTION_CHECKERS, lesson01.check_scale_prediction, lesson01.check_duplicate_key_prediction]
-
-
-def stub(*args: Any) -> Any:
-    raise NotImplementedError("exercise not done yet")
+ALL_CHECKERS = [lesson01.check_attention, lesson01.check_masked_attention, lesson01.check_scale_prediction,
+                lesson01.check_duplicate_key_prediction]
 
 
 @pytest.mark.parametrize("check", ALL_CHECKERS)
@@ -227,23 +418,6 @@ def test_none_is_not_done(check: Callable[[Any], CheckResult]) -> None:
     assert result.status == "not_done" and str(result).startswith("⏳")
 
 
-@pytest.mark.parametrize("check", FUNCTION_CHECKERS)
-def test_unfinished_stub_is_not_done(check: Callable[[Any], CheckResult]) -> None:
-    assert check(stub).status == "not_done"
-
-
-def raises_value_error(*args: Any) -> Any:
-    raise ValueError("boom")
-
-
-@pytest.mark.parametrize("check", FUNCTION_CHECKERS)
-@pytest.mark.parametrize(("broken", "phrase"), [
-    (raises_value_error, "raised ValueError: boom"),
-    (lambda *args: "hello", "got str"),
-    (lambda *args: (1, 2), "should return a torch.Tensor"),
-    (lambda q, k, v, *m: (torch.zeros(3), torch.zeros(3)), "expected"),
-    (lambda q, k, v, *m: (q, k, v), "should return a pair"),
-    (42, "should be a function"),
-])
-def test_broken_answers_fail_without_raising(check: Callable[[Any], CheckResult], broken: Any, phrase: str) -> None:
-    assert_fails(check(broken), phrase)
+def test_titles_follow_one_pattern() -> None:
+    for n, check in enumerate(ALL_CHECKERS, start=1):
+        assert check(None).title.startswith(f"Exercise {n} · ")

@@ -1,13 +1,31 @@
-"""The lesson 02 checkers pass the solutions, name the typical mistakes, and never raise."""
+"""The lesson 02 checkers: every named mistake gets its own hint, the solutions and correct alternatives pass,
+the generic mistake classes are diagnosed, and nothing raises."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from checker_helpers import assert_fail, broken_answers, raise_not_implemented
+import torch.nn.functional as F
+from checker_helpers import (
+    assert_fail,
+    assert_named,
+    batch_one_only,
+    batch_one_only_raising,
+    broken_answers,
+    casts_to,
+    mutates_input,
+    raise_not_implemented,
+    raise_value_error,
+    returns_list,
+    returns_numpy,
+    weird_answers,
+)
 
-from course_lib.checks import lesson02
+from course_lib.checks import CheckResult, lesson02
 
 
 # The reference solutions, identical in behaviour to solutions/02_multi_head_attention.ipynb.
@@ -31,6 +49,118 @@ def mha_forward(x, source, w_q, w_k, w_v, w_o, n_heads):
     return merge_heads(context) @ w_o.T  # [B, T_q, d_model]
 
 
+FUNCTION_CHECKS = {"check_split_heads": (lesson02.check_split_heads, split_heads),
+                   "check_merge_heads": (lesson02.check_merge_heads, merge_heads),
+                   "check_mha_forward": (lesson02.check_mha_forward, mha_forward)}
+
+
+# --- every named mistake gets its own hint; the solutions pass ----------------------------------------
+
+@pytest.mark.parametrize(("name", "mistake"), [(name, m) for name in FUNCTION_CHECKS
+                                               for m in lesson02.MISTAKES[name]], ids=lambda x: getattr(x, "name", x))
+def test_every_named_mistake_gets_its_own_hint(name: str, mistake: Any) -> None:
+    assert_named(FUNCTION_CHECKS[name][0](mistake.wrong), mistake, lesson02.CASES[name])
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+def test_the_solution_passes(name: str) -> None:
+    check, solution = FUNCTION_CHECKS[name]
+    result = check(solution)
+    assert result.passed, result
+    assert check(lesson02.REFERENCES[name]).passed
+
+
+# --- correct alternatives pass --------------------------------------------------------------------
+
+def split_chunk_stack(x, n_heads):
+    return torch.stack(x.chunk(n_heads, dim=-1), dim=1)
+
+
+def split_unflatten(x, n_heads):
+    return x.unflatten(-1, (n_heads, -1)).permute(0, 2, 1, 3)
+
+
+def merge_cat(x):
+    return torch.cat(x.unbind(dim=1), dim=-1)
+
+
+def merge_flatten(x):
+    return x.permute(0, 2, 1, 3).contiguous().view(x.shape[0], x.shape[2], -1)
+
+
+def mha_linear_sdpa(x, source, w_q, w_k, w_v, w_o, n_heads):
+    q, k, v = (split_chunk_stack(F.linear(t, w), n_heads) for t, w in ((x, w_q), (source, w_k), (source, w_v)))
+    return F.linear(merge_cat(F.scaled_dot_product_attention(q, k, v)), w_o)
+
+
+def mha_head_loop(x, source, w_q, w_k, w_v, w_o, n_heads):
+    d_head = x.shape[-1] // n_heads
+    heads = []
+    for h in range(n_heads):
+        rows = slice(h * d_head, (h + 1) * d_head)
+        q, k, v = x @ w_q[rows].T, source @ w_k[rows].T, source @ w_v[rows].T
+        heads.append(torch.softmax(q @ k.transpose(-2, -1) / d_head ** 0.5, dim=-1) @ v)
+    return torch.cat(heads, dim=-1) @ w_o.T
+
+
+def mha_einsum(x, source, w_q, w_k, w_v, w_o, n_heads):
+    b, t_q, d = x.shape
+    q = torch.einsum("btd,ed->bte", x, w_q).reshape(b, t_q, n_heads, -1)
+    k = torch.einsum("btd,ed->bte", source, w_k).reshape(b, source.shape[1], n_heads, -1)
+    v = torch.einsum("btd,ed->bte", source, w_v).reshape(b, source.shape[1], n_heads, -1)
+    w = torch.einsum("bqhe,bkhe->bhqk", q, k).div(math.sqrt(d // n_heads)).softmax(-1)
+    return torch.einsum("bhqk,bkhe->bqhe", w, v).reshape(b, t_q, d) @ w_o.T
+
+
+@pytest.mark.parametrize(("name", "alternative"), [
+    ("check_split_heads", split_chunk_stack), ("check_split_heads", split_unflatten),
+    ("check_split_heads", lambda x, h: x.reshape(x.shape[0], x.shape[1], h, -1).permute(0, 2, 1, 3)),
+    ("check_merge_heads", merge_cat), ("check_merge_heads", merge_flatten),
+    ("check_merge_heads", lambda x: x.transpose(1, 2).flatten(2)),
+    ("check_mha_forward", mha_linear_sdpa), ("check_mha_forward", mha_head_loop), ("check_mha_forward", mha_einsum),
+])
+def test_correct_alternatives_pass(name: str, alternative: Callable[..., Any]) -> None:
+    result = FUNCTION_CHECKS[name][0](alternative)
+    assert result.passed, result
+
+
+# --- generic mistake classes ----------------------------------------------------------------------
+
+GENERIC = [
+    (returns_numpy, "wrong_type", "should return a torch.Tensor, but returned numpy.ndarray (its values are right"),
+    (returns_list, "wrong_type", "should return a torch.Tensor, but returned list"),
+    (lambda s: casts_to(s, torch.float32), "wrong_dtype", "keep the input"),
+    (lambda s: mutates_input(s, 0), "mutated_input", "changed its inputs in place (`x`"),
+    (batch_one_only, "batch_one_only", "right for a batch of 1"),
+    (batch_one_only_raising, "batch_one_only", "right for a batch of 1"),
+]
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+@pytest.mark.parametrize(("make_wrong", "mistake", "phrase"), GENERIC)
+def test_generic_mistakes_are_diagnosed(name: str, make_wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
+    check, solution = FUNCTION_CHECKS[name]
+    result = check(make_wrong(solution))
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result.to_dict()
+
+
+def mha_square_only(x, source, w_q, w_k, w_v, w_o, n_heads):  # uses x's length for the source's heads
+    b, t, d = x.shape
+    q = (x @ w_q.T).view(b, t, n_heads, -1).transpose(1, 2)
+    k = (source @ w_k.T).view(b, t, n_heads, -1).transpose(1, 2)
+    v = (source @ w_v.T).view(b, t, n_heads, -1).transpose(1, 2)
+    context = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // n_heads), dim=-1) @ v
+    return context.transpose(1, 2).reshape(b, t, d) @ w_o.T
+
+
+def test_square_only_code_is_named() -> None:
+    result = lesson02.check_mha_forward(mha_square_only)
+    assert result.mistake == "square_only" and "lengths are equal" in result.message, result
+
+
+# --- the wrong answers of the earlier tests, written by hand (each with its phrase) -------------------
+
 def _mha_variant(*, scale=None, dim=-1, split=split_heads, merge=merge_heads, out_proj=True, kv_from_x=False,
                  transpose_w=True, swap_qk_source=False):
     """mha_forward with one typical mistake switched on."""
@@ -48,100 +178,129 @@ def _mha_variant(*, scale=None, dim=-1, split=split_heads, merge=merge_heads, ou
     return forward
 
 
-# --- split_heads ---------------------------------------------------------------------------------
-def test_split_heads_solution_passes():
-    result = lesson02.check_split_heads(split_heads)
-    assert result.passed, result
-
-
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda x, h: x.view(x.shape[0], h, x.shape[1], x.shape[2] // h), "regroups the flat memory"),
-    (lambda x, h: x.view(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2), "interleaved"),
-    (lambda x, h: x.view(x.shape[0], x.shape[1], h, x.shape[2] // h), "add .transpose(1, 2)"),
-    (lambda x, h: split_heads(x, h).float(), "keep the input's dtype"),
-    (lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(1, 2) * 2, "differs from the reference"),
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (lambda x, h: x.view(x.shape[0], h, x.shape[1], x.shape[2] // h), "split_no_transpose", "regroups the flat memory"),
+    (lambda x, h: x.view(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2), "split_interleaved",
+     "interleaved"),
+    (lambda x, h: x.view(x.shape[0], x.shape[1], h, x.shape[2] // h), "head_axis_not_moved", "add .transpose(1, 2)"),
+    (lambda x, h: split_heads(x, h).float(), "wrong_dtype", "keep the input's dtype"),
+    (lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(1, 2) * 2, None, "differs from the reference"),
 ])
-def test_split_heads_mistakes_get_their_hint(wrong, phrase):
-    assert_fail(lesson02.check_split_heads(wrong), phrase)
+def test_hand_written_split_mistakes(wrong, mistake, phrase):
+    result = lesson02.check_split_heads(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
-# --- merge_heads ---------------------------------------------------------------------------------
-def test_merge_heads_solution_passes():
-    result = lesson02.check_merge_heads(merge_heads)
-    assert result.passed, result
-
-
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda x: x.reshape(x.shape[0], x.shape[2], -1), "without moving the heads back"),
-    (lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1), "interleaved"),
-    (lambda x: x.transpose(1, 2), "now flatten them"),
-    (lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1), "not contiguous"),
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (lambda x: x.reshape(x.shape[0], x.shape[2], -1), "merge_no_transpose", "without moving the heads back"),
+    (lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1), "merge_interleaved", "interleaved"),
+    (lambda x: x.transpose(1, 2), "not_flattened", "now flatten them"),
+    (lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1), "view_after_transpose", "not contiguous"),
 ])
-def test_merge_heads_mistakes_get_their_hint(wrong, phrase):
-    assert_fail(lesson02.check_merge_heads(wrong), phrase)
+def test_hand_written_merge_mistakes(wrong, mistake, phrase):
+    result = lesson02.check_merge_heads(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
-# --- mha_forward ---------------------------------------------------------------------------------
-def test_mha_forward_solution_passes():
-    result = lesson02.check_mha_forward(mha_forward)
-    assert result.passed, result
-
-
-@pytest.mark.parametrize("wrong, phrase", [
-    (_mha_variant(out_proj=False), "output projection W_o is missing"),
-    (_mha_variant(scale=lambda d: d), "divide by sqrt(d_head)"),
-    (_mha_variant(scale=lambda d: 1), "not scaled"),
-    (_mha_variant(dim=-2), "softmax over the queries"),
-    (_mha_variant(merge=lambda c: c.reshape(c.shape[0], c.shape[2], -1)), "without transposing back"),
-    (_mha_variant(merge=lambda c: c.permute(0, 2, 3, 1).reshape(c.shape[0], c.shape[2], -1)), "wrong order"),
-    (_mha_variant(split=lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1)), "heads split wrongly"),
-    (_mha_variant(transpose_w=False), "x @ w_q.T"),
-    (_mha_variant(kv_from_x=True), "keys and values came from x"),
-    (_mha_variant(swap_qk_source=True), "queries come from x"),
-    (lambda x, source, w_q, w_k, w_v, w_o, h: split_heads(x @ w_q.T, h), "still per head"),
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (_mha_variant(out_proj=False), "no_output_projection", "output projection W_o is missing"),
+    (_mha_variant(scale=lambda d: d), "scale_by_d_model", "divide by sqrt(d_head)"),
+    (_mha_variant(scale=lambda d: 1), "no_scale", "not scaled"),
+    (_mha_variant(dim=-2), "softmax_over_queries", "softmax over the queries"),
+    (_mha_variant(merge=lambda c: c.reshape(c.shape[0], c.shape[2], -1)), "merge_no_transpose",
+     "without transposing back"),
+    (_mha_variant(merge=lambda c: c.permute(0, 2, 3, 1).reshape(c.shape[0], c.shape[2], -1)), "merge_interleaved",
+     "wrong order"),
+    (_mha_variant(split=lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1)), "split_no_transpose",
+     "heads split wrongly"),
+    (_mha_variant(transpose_w=False), "weights_not_transposed", "x @ w_q.T"),
+    (_mha_variant(kv_from_x=True), "kv_from_x", "keys and values came from x"),
+    (_mha_variant(swap_qk_source=True), "queries_from_source", "queries come from x"),
+    (lambda x, source, w_q, w_k, w_v, w_o, h: split_heads(x @ w_q.T, h), "heads_not_merged", "still per head"),
 ])
-def test_mha_forward_mistakes_get_their_hint(wrong, phrase):
-    assert_fail(lesson02.check_mha_forward(wrong), phrase)
+def test_hand_written_mha_mistakes(wrong, mistake, phrase):
+    result = lesson02.check_mha_forward(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
-# --- every function checker: not done, broken, wrong type or shape --------------------------------
-FUNCTION_CHECKERS = [lesson02.check_split_heads, lesson02.check_merge_heads, lesson02.check_mha_forward]
+def test_scale_hint_quotes_the_case_numbers():
+    result = lesson02.check_mha_forward(_mha_variant(scale=lambda d: d))
+    assert "1/sqrt(16)" in result.message and "d_head = 4" in result.message
 
 
-@pytest.mark.parametrize("check", FUNCTION_CHECKERS)
+# --- robustness: unfinished, broken, weird ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
 @pytest.mark.parametrize("answer", [None, raise_not_implemented])
-def test_unfinished_answer_is_not_done(check, answer):
-    assert check(answer).status == "not_done"
+def test_unfinished_answer_is_not_done(name, answer):
+    assert FUNCTION_CHECKS[name][0](answer).status == "not_done"
 
 
-@pytest.mark.parametrize("check", FUNCTION_CHECKERS)
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
 @pytest.mark.parametrize("answer, phrase", broken_answers(torch.zeros(1, 2, 3, 4, 5)))
-def test_broken_answer_fails_without_raising(check, answer, phrase):
-    assert_fail(check(answer), phrase)
+def test_broken_answer_fails_without_raising(name, answer, phrase):
+    assert_fail(FUNCTION_CHECKS[name][0](answer), phrase)
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+def test_crash_and_non_function_are_named(name):
+    check = FUNCTION_CHECKS[name][0]
+    assert check(raise_value_error).mistake == "raised"
+    assert check(42).mistake == "not_a_function"
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+@pytest.mark.parametrize(("label", "weird"), weird_answers(), ids=[w[0] for w in weird_answers()])
+def test_weird_results_fail_without_raising(name, label, weird):
+    result = FUNCTION_CHECKS[name][0](weird)
+    assert isinstance(result, CheckResult) and result.status == "fail", result
+    assert "the check itself hit" not in result.message, result.message
 
 
 # --- predict, then verify: parameter count --------------------------------------------------------
-def test_param_count_solution_passes():
-    result = lesson02.check_param_count(1_050_624, False)
+PARAMS = 1_050_624
+
+
+@pytest.mark.parametrize("answer", [PARAMS, 4 * (512 * 512 + 512), float(PARAMS), np.int64(PARAMS),
+                                    np.float64(PARAMS)])
+def test_param_count_accepts_equivalent_types(answer):
+    result = lesson02.check_param_count(answer, False)
     assert result.passed, result
     assert "1,050,624" in result.message
+    assert lesson02.check_param_count(answer, np.bool_(False)).passed
+
+
+@pytest.mark.parametrize("mistake", lesson02.PARAM_MISTAKES, ids=lambda m: m.name)
+def test_every_wrong_param_count_gets_its_own_hint(mistake):
+    assert_named(lesson02.check_param_count(mistake.wrong, False), mistake)
+
+
+def test_depends_on_heads_mistake_is_named():
+    mistake = lesson02.DEPENDS_MISTAKES[0]
+    assert_named(lesson02.check_param_count(PARAMS, mistake.wrong), mistake)
 
 
 @pytest.mark.parametrize("params, depends, phrase", [
     (4 * 512 * 512, False, "leaves out the biases"),
     (3 * (512 * 512 + 512), False, "not the output projection"),
-    (8 * 1_050_624, False, "do not have full-size matrices"),
-    (1_050_624 // 8, False, "one head's share"),
-    (1_050_624, True, "does not depend on n_heads"),
+    (8 * PARAMS, False, "do not have full-size matrices"),
+    (PARAMS // 8, False, "one head's share"),
+    (PARAMS, True, "does not depend on n_heads"),
     (123, False, "count the four nn.Linear(512, 512)"),
     ("a lot", False, "whole number"),
-    (1_050_624, "no", "True or False"),
+    (PARAMS + 0.5, False, "whole number"),
+    (torch.tensor([PARAMS]), False, "whole number"),
+    (True, False, "whole number"),
+    (PARAMS, "no", "True or False"),
 ])
 def test_param_count_mistakes_get_their_hint(params, depends, phrase):
     assert_fail(lesson02.check_param_count(params, depends), phrase)
 
 
-@pytest.mark.parametrize("params, depends", [(None, False), (1_050_624, None), (None, None)])
+@pytest.mark.parametrize("params, depends", [(None, False), (PARAMS, None), (None, None)])
 def test_param_count_unanswered_is_not_done(params, depends):
     assert lesson02.check_param_count(params, depends).status == "not_done"
 
@@ -152,6 +311,16 @@ def test_cross_attention_shapes_solution_passes():
     assert result.passed, result
 
 
+@pytest.mark.parametrize("mistake", lesson02.WEIGHTS_SHAPE_MISTAKES, ids=lambda m: m.name)
+def test_every_wrong_weights_shape_gets_its_own_hint(mistake):
+    assert_named(lesson02.check_cross_attention_shapes(mistake.wrong, (2, 5, 32)), mistake)
+
+
+@pytest.mark.parametrize("mistake", lesson02.OUTPUT_SHAPE_MISTAKES, ids=lambda m: m.name)
+def test_every_wrong_output_shape_gets_its_own_hint(mistake):
+    assert_named(lesson02.check_cross_attention_shapes((2, 4, 5, 9), mistake.wrong), mistake)
+
+
 @pytest.mark.parametrize("weights, output, phrase", [
     ((2, 4, 9, 5), (2, 5, 32), "rows are queries"),
     ((2, 4, 5, 5), (2, 5, 32), "T_k = 9"),
@@ -160,6 +329,7 @@ def test_cross_attention_shapes_solution_passes():
     ((2, 4, 5, 9), (2, 4, 5, 8), "merged and projected back"),
     ((2, 4, 5, 9), "2, 5, 32", "tuple of ints"),
     ([2, 4, 5, 9.0], (2, 5, 32), "tuple of ints"),
+    ((1, 2, 3), (2, 5, 32), "one matrix per batch element and head"),
 ])
 def test_cross_attention_shapes_mistakes_get_their_hint(weights, output, phrase):
     assert_fail(lesson02.check_cross_attention_shapes(weights, output), phrase)
@@ -167,8 +337,16 @@ def test_cross_attention_shapes_mistakes_get_their_hint(weights, output, phrase)
 
 def test_cross_attention_shapes_accepts_lists_and_sizes():
     assert lesson02.check_cross_attention_shapes([2, 4, 5, 9], torch.Size([2, 5, 32])).passed
+    assert lesson02.check_cross_attention_shapes((2, 4, 5, np.int64(9)), [2, 5, 32]).passed
 
 
 @pytest.mark.parametrize("weights, output", [(None, (2, 5, 32)), ((2, 4, 5, 9), None)])
 def test_cross_attention_shapes_unanswered_is_not_done(weights, output):
     assert lesson02.check_cross_attention_shapes(weights, output).status == "not_done"
+
+
+def test_titles_follow_one_pattern():
+    checks = [lesson02.check_split_heads, lesson02.check_merge_heads, lesson02.check_mha_forward,
+              lambda a: lesson02.check_param_count(a, a), lambda a: lesson02.check_cross_attention_shapes(a, a)]
+    for n, check in enumerate(checks, start=1):
+        assert check(None).title.startswith(f"Exercise {n} · ")

@@ -1,18 +1,34 @@
-"""The checkers of lesson 03 pass the solutions, name each typical mistake, and never raise."""
+"""The lesson 03 checkers: every named mistake gets its own hint, the solutions and correct alternatives pass,
+the generic mistake classes are diagnosed, and nothing raises."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from checker_helpers import assert_fail, raise_not_implemented, raise_value_error
+import torch.nn.functional as F
+from checker_helpers import (
+    assert_fail,
+    assert_named,
+    batch_one_only,
+    batch_one_only_raising,
+    casts_to,
+    mutates_input,
+    raise_not_implemented,
+    raise_value_error,
+    returns_list,
+    returns_numpy,
+    weird_answers,
+)
 
-from course_lib.checks import lesson03
+from course_lib.checks import CheckResult, lesson03
 
 
-# --- Exercise 1 · cross_attention -----------------------------------------------------------------
+# --- the solutions, identical in behaviour to solutions/03_cross_attention.ipynb ------------------------
 def cross_attention(decoder_states, encoder_out, w_q, w_k, w_v):
-    """The notebook's solution."""
     q = decoder_states @ w_q.T  # [B, T_tgt, d_k]
     k = encoder_out @ w_k.T  # [B, T_src, d_k]
     v = encoder_out @ w_v.T  # [B, T_src, d_v]
@@ -20,6 +36,198 @@ def cross_attention(decoder_states, encoder_out, w_q, w_k, w_v):
     attn_weights = torch.softmax(attn_scores, dim=-1)
     return attn_weights @ v, attn_weights
 
+
+def read_alignment(attn_weights, source_tokens):
+    return [source_tokens[j] for j in attn_weights.argmax(dim=-1).tolist()]
+
+
+def depends_on_source(layer, decoder_states, encoder_out):
+    other_source = torch.randn_like(encoder_out)
+    with torch.no_grad():
+        return not torch.allclose(layer(decoder_states, encoder_out), layer(decoder_states, other_source))
+
+
+FUNCTION_CHECKS = {"check_cross_attention": (lesson03.check_cross_attention, cross_attention),
+                   "check_read_alignment": (lesson03.check_read_alignment, read_alignment),
+                   "check_depends_on_source": (lesson03.check_depends_on_source, depends_on_source)}
+RIGHT_SHAPES = {"q_shape": (3, 4, 6, 16), "kv_shape": (3, 4, 11, 16), "weights_shape": (3, 4, 6, 11),
+                "output_shape": (3, 6, 64)}
+
+
+# --- every named mistake gets its own hint; the solutions pass ----------------------------------------
+
+@pytest.mark.parametrize(("name", "mistake"), [(name, m) for name in FUNCTION_CHECKS
+                                               for m in lesson03.MISTAKES[name]], ids=lambda x: getattr(x, "name", x))
+def test_every_named_mistake_gets_its_own_hint(name: str, mistake: Any) -> None:
+    assert_named(FUNCTION_CHECKS[name][0](mistake.wrong), mistake, lesson03.CASES[name])
+
+
+@pytest.mark.parametrize(("entry", "mistake"), [(entry, m) for entry, ms in lesson03.SHAPE_MISTAKES.items()
+                                                for m in ms], ids=lambda x: getattr(x, "name", x))
+def test_every_wrong_shape_gets_its_own_hint(entry: str, mistake: Any) -> None:
+    result = lesson03.check_shapes(**{**RIGHT_SHAPES, entry: mistake.wrong})
+    assert_named(result, mistake)
+    assert result.message.startswith("1 of 4 wrong. " + entry)
+
+
+@pytest.mark.parametrize("mistake", lesson03.SUSPECT_MISTAKES, ids=lambda m: m.name)
+def test_every_wrong_suspect_gets_its_own_hint(mistake: Any) -> None:
+    assert_named(lesson03.check_suspect(mistake.wrong), mistake)
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+def test_the_solution_passes(name: str) -> None:
+    check, solution = FUNCTION_CHECKS[name]
+    result = check(solution)
+    assert result.passed, result
+    assert str(result).startswith("✅") and result.mistake is None and result.to_dict()["passed"]
+
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+def test_the_references_pass(name: str) -> None:
+    assert FUNCTION_CHECKS[name][0](lesson03.REFERENCES[name]).passed
+
+
+def test_the_mistake_lists_are_exported() -> None:
+    assert set(lesson03.CASES) == set(lesson03.REFERENCES) == set(FUNCTION_CHECKS)
+    assert all(lesson03.MISTAKES[name] for name in FUNCTION_CHECKS)
+    assert all(len({m.name for m in ms}) == len(ms) for ms in lesson03.MISTAKES.values())
+
+
+# --- correct alternatives pass --------------------------------------------------------------------
+
+def cross_sdpa(dec, enc, w_q, w_k, w_v):
+    q, k, v = dec @ w_q.T, enc @ w_k.T, enc @ w_v.T
+    weights = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1)
+    return F.scaled_dot_product_attention(q, k, v), weights
+
+
+def cross_linear_einsum(dec, enc, w_q, w_k, w_v):
+    q, k, v = F.linear(dec, w_q), F.linear(enc, w_k), F.linear(enc, w_v)
+    weights = torch.einsum("btd,bsd->bts", q * q.shape[-1] ** -0.5, k).softmax(-1)
+    return torch.einsum("bts,bsd->btd", weights, v), weights
+
+
+def cross_bmm_manual_softmax(dec, enc, w_q, w_k, w_v):
+    q, k, v = torch.matmul(dec, w_q.t()), torch.matmul(enc, w_k.t()), torch.matmul(enc, w_v.t())
+    scores = torch.bmm(q, k.transpose(1, 2)) / torch.tensor(float(q.size(-1))).sqrt()
+    e = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    weights = e / e.sum(dim=-1, keepdim=True)
+    return torch.bmm(weights, v), weights
+
+
+def cross_in_float64(dec, enc, w_q, w_k, w_v):
+    out, weights = cross_attention(dec.double(), enc.double(), w_q.double(), w_k.double(), w_v.double())
+    return out.to(dec.dtype), weights.to(dec.dtype)
+
+
+def read_with_int_of_rows(w, s):
+    return [s[int(torch.argmax(row))] for row in w]
+
+
+def read_with_numpy(w, s):
+    return list(np.array(s)[w.argmax(dim=-1).numpy()])  # numpy str_ items
+
+
+def read_with_max_indices(w, s):
+    return list(map(s.__getitem__, w.max(dim=-1).indices.tolist()))
+
+
+def read_in_python(w, s):
+    return tuple(s[row.index(max(row))] for row in w.tolist())
+
+
+def depends_equal(layer, dec, enc):
+    return not torch.equal(layer(dec, enc), layer(dec, enc + torch.randn_like(enc)))
+
+
+def depends_bool_tensor(layer, dec, enc):
+    return (layer(dec, enc) != layer(dec, torch.randn_like(enc))).any()
+
+
+def depends_numpy(layer, dec, enc):
+    with torch.no_grad():
+        a, b = layer(dec, enc).numpy(), layer(dec, torch.zeros_like(enc)).numpy()
+    return np.any(a != b)
+
+
+def depends_max_change(layer, dec, enc):
+    with torch.no_grad():
+        return (layer(dec, enc) - layer(dec, 2 * enc + 1)).abs().max().item() > 0
+
+
+@pytest.mark.parametrize(("name", "alternative"), [
+    ("check_cross_attention", cross_sdpa), ("check_cross_attention", cross_linear_einsum),
+    ("check_cross_attention", cross_bmm_manual_softmax), ("check_cross_attention", cross_in_float64),
+    ("check_read_alignment", read_with_int_of_rows), ("check_read_alignment", read_with_numpy),
+    ("check_read_alignment", read_with_max_indices), ("check_read_alignment", read_in_python),
+    ("check_depends_on_source", depends_equal), ("check_depends_on_source", depends_bool_tensor),
+    ("check_depends_on_source", depends_numpy), ("check_depends_on_source", depends_max_change),
+])
+def test_correct_alternatives_pass(name: str, alternative: Callable[..., Any]) -> None:
+    result = FUNCTION_CHECKS[name][0](alternative)
+    assert result.passed, result
+
+
+# --- generic mistake classes ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("make_wrong", "mistake", "phrase"), [
+    (returns_numpy, "wrong_type", "should be a torch.Tensor, but is numpy.ndarray (its values are right"),
+    (returns_list, "wrong_type", "should be a torch.Tensor, but is list"),
+    (lambda s: casts_to(s, torch.float32), "wrong_dtype", "keep the inputs' dtype"),
+    (lambda s: mutates_input(s, 0), "mutated_input", "changed its inputs in place (`decoder_states`"),
+    (lambda s: mutates_input(s, 1), "mutated_input", "`encoder_out`"),
+    (lambda s: mutates_input(s, 2), "mutated_input", "`w_q`"),
+    (batch_one_only, "batch_one_only", "right for a batch of 1"),
+    (batch_one_only_raising, "batch_one_only", "right for a batch of 1"),
+])
+def test_generic_cross_attention_mistakes(make_wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
+    result = lesson03.check_cross_attention(make_wrong(cross_attention))
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result.to_dict()
+
+
+def square_only_cross_attention(dec, enc, w_q, w_k, w_v):  # the weights reshaped with the target's length twice
+    out, weights = cross_attention(dec, enc, w_q, w_k, w_v)
+    return out, weights.reshape(dec.shape[0], dec.shape[1], dec.shape[1])
+
+
+def test_square_only_code_is_named() -> None:
+    result = lesson03.check_cross_attention(square_only_cross_attention)
+    assert result.mistake == "square_only" and "lengths are equal" in result.message, result
+
+
+def _edits_tokens(edit: Callable[[list], Any]) -> Callable[..., Any]:
+    def wrong(w, s):
+        out = read_alignment(w, s)
+        edit(s)
+        return out
+    return wrong
+
+
+@pytest.mark.parametrize(("wrong", "phrase"), [
+    (_edits_tokens(lambda s: s.sort()), "`source_tokens`"),
+    (_edits_tokens(lambda s: s.reverse()), "`source_tokens`"),
+    (_edits_tokens(lambda s: s.append("<eos>")), "`source_tokens`"),
+    (lambda w, s: read_alignment(w.mul_(2), s), "`attn_weights`"),
+])
+def test_read_alignment_that_edits_its_inputs_is_named(wrong: Callable[..., Any], phrase: str) -> None:
+    result = lesson03.check_read_alignment(wrong)
+    assert result.mistake == "mutated_input" and phrase in result.message, result
+
+
+def noise_added_in_place(layer, dec, enc):
+    before = layer(dec, enc)
+    enc.add_(torch.randn_like(enc))  # the learner's own encoder_out changes
+    return not torch.allclose(before, layer(dec, enc))
+
+
+def test_depends_on_source_that_edits_the_source_is_named() -> None:
+    result = lesson03.check_depends_on_source(noise_added_in_place)
+    assert result.mistake == "mutated_input" and "`encoder_out`" in result.message, result
+
+
+# --- the wrong answers of the earlier tests, written by hand (each with its phrase) -------------------
 
 def _variant(*, swap=False, kv_from_decoder=False, v_from_decoder=False, scale=None, dim=-1, transpose_w=True,
              weights_transposed=False):
@@ -38,58 +246,57 @@ def _variant(*, swap=False, kv_from_decoder=False, v_from_decoder=False, scale=N
     return fn
 
 
-def test_cross_attention_solution_passes():
-    result = lesson03.check_cross_attention(cross_attention)
-    assert result.passed, result
+_CACHE: dict[str, torch.Tensor] = {}
 
 
-def test_sdpa_based_solution_passes():
-    def with_sdpa(dec, enc, w_q, w_k, w_v):
-        q, k, v = dec @ w_q.T, enc @ w_k.T, enc @ w_v.T
-        weights = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1)
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v), weights
-    assert lesson03.check_cross_attention(with_sdpa).passed
+def kv_cached_on_first_call(dec, enc, w_q, w_k, w_v):
+    if "k" not in _CACHE:
+        _CACHE["k"], _CACHE["v"] = enc @ w_k.T, enc @ w_v.T
+    q = dec @ w_q.T
+    weights = torch.softmax(q @ _CACHE["k"].transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return weights @ _CACHE["v"], weights
 
 
-@pytest.mark.parametrize("wrong, phrase", [
-    (_variant(swap=True), "your output has the source's length"),
-    (_variant(kv_from_decoder=True), "self-attention by mistake"),
-    (_variant(scale=lambda dec, q: 1.0), "not scaled"),
-    (_variant(dim=-2), "softmax runs over the target positions"),
-    (_variant(scale=lambda dec, q: math.sqrt(dec.shape[-1])), "1/sqrt(d_model)"),
-    (_variant(transpose_w=False), "x @ w_q.T, not x @ w_q"),
-    (_variant(weights_transposed=True), "should be [B, T_tgt, T_src]"),
-    (lambda dec, enc, w_q, w_k, w_v: cross_attention(dec, enc, w_q, w_k, w_v)[::-1], "has shape"),
-])
-def test_cross_attention_mistakes_get_their_hint(wrong, phrase):
-    assert_fail(lesson03.check_cross_attention(wrong), phrase)
+def self_when_equal(dec, enc, w_q, w_k, w_v):
+    return (_variant(kv_from_decoder=True) if dec.shape[1] == enc.shape[1] else cross_attention)(
+        dec, enc, w_q, w_k, w_v)
 
 
-def test_kv_from_decoder_is_caught_even_with_equal_lengths():
-    """With T_tgt == T_src the shapes are right; the source-change test must still catch it."""
-    def self_when_equal(dec, enc, w_q, w_k, w_v):
-        return (_variant(kv_from_decoder=True) if dec.shape[1] == enc.shape[1] else cross_attention)(
-            dec, enc, w_q, w_k, w_v)
-    assert_fail(lesson03.check_cross_attention(self_when_equal), "does not change when the source changes")
-
-
-@pytest.mark.parametrize("wrong, phrase", [
-    (_variant(swap=True), "swapped"),
-    (_variant(v_from_decoder=True), "values from decoder_states"),
-])
-def test_equal_length_mistakes_are_named(wrong, phrase):
-    """Swaps that only run when T_tgt == T_src are diagnosed from the values, not the shape."""
-    def only_when_equal(dec, enc, w_q, w_k, w_v):
+def _only_when_equal(wrong):
+    def fn(dec, enc, w_q, w_k, w_v):
         return (wrong if dec.shape[1] == enc.shape[1] else cross_attention)(dec, enc, w_q, w_k, w_v)
-    assert_fail(lesson03.check_cross_attention(only_when_equal), phrase)
+    return fn
 
 
-@pytest.mark.parametrize("answer", [None, raise_not_implemented])
-def test_cross_attention_unfinished_is_not_done(answer):
-    assert lesson03.check_cross_attention(answer).status == "not_done"
+@pytest.mark.parametrize(("wrong", "mistake", "phrase"), [
+    (_variant(swap=True), "queries_from_source", "queries and keys/values are swapped"),
+    (_variant(kv_from_decoder=True), "kv_from_decoder", "self-attention by mistake"),
+    (_variant(scale=lambda dec, q: 1.0), "no_scale", "not scaled"),
+    (_variant(dim=-2), "softmax_over_targets", "softmax runs over the target positions"),
+    (_variant(scale=lambda dec, q: math.sqrt(dec.shape[-1])), "scale_by_d_model", "1/sqrt(d_model)"),
+    (_variant(transpose_w=False), "weights_not_transposed", "x @ w_q.T, not x @ w_q"),
+    (_variant(weights_transposed=True), "weights_transposed", "should be [B, T_tgt, T_src]"),
+    (_variant(v_from_decoder=True), "values_from_decoder", "values from decoder_states"),
+    (lambda dec, enc, w_q, w_k, w_v: cross_attention(dec, enc, w_q, w_k, w_v)[::-1], "swapped_outputs",
+     "the order is (output, attn_weights)"),
+    (self_when_equal, "kv_from_decoder", "self-attention by mistake"),
+    (_only_when_equal(_variant(swap=True)), "queries_from_source", "swapped"),
+    (_only_when_equal(_variant(v_from_decoder=True)), "values_from_decoder", "values from decoder_states"),
+    (kv_cached_on_first_call, "source_kv_reused", "computed once and reused"),
+])
+def test_hand_written_cross_attention_mistakes(wrong, mistake, phrase):
+    _CACHE.clear()
+    result = lesson03.check_cross_attention(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result
 
 
-@pytest.mark.parametrize("answer, phrase", [
+def test_swap_with_another_bug_is_still_named_by_the_output_length():
+    result = lesson03.check_cross_attention(_variant(swap=True, scale=lambda dec, q: 2.0))
+    assert result.mistake == "output_per_source_position" and "T_src = 7" in result.message
+
+
+@pytest.mark.parametrize(("answer", "phrase"), [
     (raise_value_error, "raised ValueError: boom"),
     (lambda *args: [1, 2, 3], "should return a pair"),
     (lambda *args: torch.zeros(1, 2, 3), "returned one tensor"),
@@ -100,51 +307,24 @@ def test_cross_attention_broken_answer_fails_without_raising(answer, phrase):
     assert_fail(lesson03.check_cross_attention(answer), phrase)
 
 
-# --- Exercise 2 · predict every shape -------------------------------------------------------------
-RIGHT_SHAPES = ((3, 4, 6, 16), (3, 4, 11, 16), (3, 4, 6, 11), (3, 6, 64))
-
-
-def test_shapes_solution_passes():
-    result = lesson03.check_shapes(*RIGHT_SHAPES)
-    assert result.passed, result
-    assert "[B, H, T_tgt, T_src]" in result.message
-
-
-@pytest.mark.parametrize("index, guess, phrase", [
-    (2, (3, 4, 11, 6), "you wrote [3, 4, 11, 6] = [B, H, T_src, T_tgt]"),
-    (2, (3, 6, 11), "averages the weights over the heads"),
-    (3, (3, 11, 64), "= [B, T_src, d_model]"),
-    (0, (3, 4, 6, 64), "= [B, H, T_tgt, d_model]"),
-    (1, (3, 4, 6, 16), "one row per source position"),
-    (0, (3, 6, 4, 16), "= [B, T_tgt, H, d_head]"),
-    (3, "3, 6, 64", "tuple of ints"),
+@pytest.mark.parametrize(("wrong", "mistake", "phrase"), [
+    (lambda w, s: [s[i] for i in w.argmax(dim=0).tolist()], "argmax_over_targets", "argmax over the target axis"),
+    (lambda w, s: [s[j] for j in w.argmin(dim=-1).tolist()], "argmin", "argmin"),
+    (lambda w, s: w.argmax(dim=-1), "returned_indices_tensor", "as a tensor"),
+    (lambda w, s: w.argmax(dim=-1).tolist(), "returned_indices", "not their indices"),
+    (lambda w, s: [s[j] for j in torch.max(w, dim=-1)[0]], "max_value_tensors_as_indices", "(values, indices)"),
+    (lambda w, s: [s[0]] * w.shape[0], "max_values_rounded_to_indices", "every target token got source token 0"),
+    (lambda w, s: [s[-1]] * w.shape[0], None, "attends most to"),
+    (lambda w, s: read_alignment(w, s)[:-2], "wrong_length", "expected one per target position"),
+    (lambda w, s: [s[i] for i in w.argmax(dim=-1).tolist()][:1] + [0] * (w.shape[0] - 1), "not_tokens",
+     "return the tokens themselves"),
+    (lambda w, s: [s[w[i].argmax()] for i in range(len(s))], "one_per_source_token", "one per *source* position"),
+    (lambda w, s: "car", "wrong_type", "should return a list"),
 ])
-def test_shape_mistakes_are_explained(index, guess, phrase):
-    shapes = list(RIGHT_SHAPES)
-    shapes[index] = guess
-    assert_fail(lesson03.check_shapes(*shapes), phrase)
-
-
-def test_shapes_accept_lists_and_sizes():
-    assert lesson03.check_shapes([3, 4, 6, 16], torch.Size([3, 4, 11, 16]), (3, 4, 6, 11), [3, 6, 64]).passed
-
-
-@pytest.mark.parametrize("index", range(4))
-def test_shapes_unanswered_is_not_done(index):
-    shapes = list(RIGHT_SHAPES)
-    shapes[index] = None
-    assert lesson03.check_shapes(*shapes).status == "not_done"
-
-
-# --- Exercise 3 · read an alignment ---------------------------------------------------------------
-def read_alignment(attn_weights, source_tokens):
-    """The notebook's solution."""
-    return [source_tokens[j] for j in attn_weights.argmax(dim=-1).tolist()]
-
-
-def test_read_alignment_solution_passes():
-    result = lesson03.check_read_alignment(read_alignment)
-    assert result.passed, result
+def test_hand_written_read_alignment_mistakes(wrong, mistake, phrase):
+    result = lesson03.check_read_alignment(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result
 
 
 def test_example_alignment_reads_as_intended():
@@ -153,63 +333,100 @@ def test_example_alignment_reads_as_intended():
     assert read_alignment(weights, source) == ["I", "saw", "saw", "the", "car", "red", "<eos>"]
 
 
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda w, s: [s[i] for i in w.argmax(dim=0).tolist()], "argmax over the target axis"),
-    (lambda w, s: [s[j] for j in w.argmin(dim=-1).tolist()], "argmin"),
-    (lambda w, s: w.argmax(dim=-1), "you returned a tensor"),
-    (lambda w, s: w.argmax(dim=-1).tolist(), "not their indices"),
-    (lambda w, s: [s[0]] * w.shape[0], "attends most to"),
-    (lambda w, s: read_alignment(w, s)[:-2], "expected one per target position"),
-    (lambda w, s: "car", "should return a list of str"),
-])
-def test_read_alignment_mistakes_get_their_hint(wrong, phrase):
-    assert_fail(lesson03.check_read_alignment(wrong), phrase)
+def compares_shapes(layer, dec, enc):
+    return layer(dec, enc).shape != layer(dec, torch.randn_like(enc)).shape
 
 
-@pytest.mark.parametrize("answer", [None, raise_not_implemented])
-def test_read_alignment_unfinished_is_not_done(answer):
-    assert lesson03.check_read_alignment(answer).status == "not_done"
+def compares_with_a_clone(layer, dec, enc):
+    return not torch.allclose(layer(dec, enc), layer(dec, enc.clone()))
 
 
-def test_read_alignment_that_raises_fails_without_raising():
-    assert_fail(lesson03.check_read_alignment(raise_value_error), "raised ValueError: boom")
-
-
-# --- Exercise 4 · which call is secretly self-attention? ------------------------------------------
-def depends_on_source(layer, decoder_states, encoder_out):
-    """The notebook's solution."""
-    other_source = torch.randn_like(encoder_out)
-    return not torch.allclose(layer(decoder_states, encoder_out), layer(decoder_states, other_source))
-
-
-def test_depends_on_source_solution_passes():
-    assert lesson03.check_depends_on_source(depends_on_source).passed
-
-
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda layer, dec, enc: not torch.allclose(layer(dec, enc), layer(dec, enc.flip(1))), "only reordered"),
+@pytest.mark.parametrize(("wrong", "mistake", "phrase"), [
+    (lambda layer, dec, enc: not torch.allclose(layer(dec, enc), layer(dec, enc.flip(1))), "only_reordered",
+     "only reordered"),
     (lambda layer, dec, enc: not torch.allclose(layer(dec, enc), layer(dec, torch.randn_like(enc)), atol=1e-2),
-     "too tolerant"),
-    (lambda layer, dec, enc: True, "never reads encoder_out"),
-    (lambda layer, dec, enc: layer(dec, enc) != layer(dec, torch.randn_like(enc)), "True or False"),
+     "too_tolerant", "too tolerant"),
+    (lambda layer, dec, enc: True, "true_for_self_attention", "never reads encoder_out"),
+    (lambda layer, dec, enc: not torch.allclose(layer(dec, enc), layer(torch.randn_like(dec), torch.randn_like(enc))),
+     "true_for_self_attention", "If you changed decoder_states too"),
+    (lambda layer, dec, enc: layer(dec, enc) != layer(dec, torch.randn_like(enc)), "elementwise_comparison",
+     "True or False"),
+    (compares_shapes, "never_sees_a_change", "comparing shapes"),
+    (compares_with_a_clone, "never_sees_a_change", "a copy of encoder_out"),
+    (lambda layer, dec, enc: False, "never_sees_a_change", "can never see a change"),
+    (lambda layer, dec, enc: 1, "wrong_type", "should return a bool"),
 ])
-def test_depends_on_source_mistakes_get_their_hint(wrong, phrase):
-    assert_fail(lesson03.check_depends_on_source(wrong), phrase)
+def test_hand_written_depends_on_source_mistakes(wrong, mistake, phrase):
+    result = lesson03.check_depends_on_source(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result
 
 
-def test_depends_on_source_accepts_a_bool_tensor():
-    answer = lambda layer, dec, enc: (layer(dec, enc) != layer(dec, torch.randn_like(enc))).any()  # noqa: E731
-    assert lesson03.check_depends_on_source(answer).passed
+# --- robustness: unfinished, None, crashes, non-functions, weird results ------------------------------
+
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+def test_robustness(name: str) -> None:
+    check = FUNCTION_CHECKS[name][0]
+    assert check(raise_not_implemented).status == "not_done"
+    assert check(None).status == "not_done" and str(check(None)).startswith("⏳")
+    crash = check(raise_value_error)
+    assert_fail(crash, "raised ValueError: boom")
+    assert crash.mistake == "raised" and crash.case is not None
+    assert check(42).mistake == "not_a_function"
 
 
-@pytest.mark.parametrize("answer", [None, raise_not_implemented])
-def test_depends_on_source_unfinished_is_not_done(answer):
-    assert lesson03.check_depends_on_source(answer).status == "not_done"
+@pytest.mark.parametrize("name", FUNCTION_CHECKS)
+@pytest.mark.parametrize(("label", "weird"), weird_answers(), ids=[w[0] for w in weird_answers()])
+def test_weird_results_fail_without_raising(name: str, label: str, weird: Callable[..., Any]) -> None:
+    result = FUNCTION_CHECKS[name][0](weird)
+    assert isinstance(result, CheckResult) and result.status == "fail", result
+    assert "the check itself hit" not in result.message, result.message
 
 
-def test_depends_on_source_that_raises_fails_without_raising():
-    assert_fail(lesson03.check_depends_on_source(raise_value_error), "raised ValueError: boom")
+# --- exercise 2 · predict every shape ---------------------------------------------------------------
 
+def test_shapes_solution_passes():
+    result = lesson03.check_shapes(*RIGHT_SHAPES.values())
+    assert result.passed, result
+    assert "[B, H, T_tgt, T_src]" in result.message
+
+
+def test_true_shapes_are_the_modules():
+    assert lesson03.true_shapes() == RIGHT_SHAPES
+
+
+@pytest.mark.parametrize(("entry", "guess", "phrase"), [
+    ("weights_shape", (3, 4, 11, 6), "you wrote [3, 4, 11, 6] = [B, H, T_src, T_tgt]"),
+    ("weights_shape", (3, 6, 11), "averages the weights over the heads"),
+    ("output_shape", (3, 11, 64), "= [B, T_src, d_model]"),
+    ("q_shape", (3, 4, 6, 64), "= [B, H, T_tgt, d_model]"),
+    ("kv_shape", (3, 4, 6, 16), "one row per source position"),
+    ("q_shape", (3, 6, 4, 16), "= [B, T_tgt, H, d_head]"),
+    ("q_shape", (3, 4, 6, 8), "each head gets"),  # no named mistake: the axis-by-axis reason
+    ("output_shape", "3, 6, 64", "tuple of ints"),
+])
+def test_shape_mistakes_are_explained(entry, guess, phrase):
+    assert_fail(lesson03.check_shapes(**{**RIGHT_SHAPES, entry: guess}), phrase)
+
+
+def test_several_wrong_shapes_are_all_explained():
+    result = lesson03.check_shapes((3, 6, 4, 16), (3, 4, 11, 16), (3, 6, 11), (3, 6, 64))
+    assert result.message.startswith("2 of 4 wrong") and result.mistake == "q_head_axis_not_moved"
+    assert "averages the weights" in result.message
+
+
+def test_shapes_accept_lists_and_sizes():
+    assert lesson03.check_shapes([3, 4, 6, 16], torch.Size([3, 4, 11, 16]), (3, 4, 6, 11), [3, 6, np.int64(64)]).passed
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_shapes_unanswered_is_not_done(index):
+    shapes = list(RIGHT_SHAPES.values())
+    shapes[index] = None
+    assert lesson03.check_shapes(*shapes).status == "not_done"
+
+
+# --- exercise 4 · the suspect -------------------------------------------------------------------------
 
 def test_the_suspect_is_found_by_the_solution():
     gen = torch.Generator().manual_seed(0)
@@ -220,7 +437,7 @@ def test_the_suspect_is_found_by_the_solution():
     assert lesson03.check_suspect(" C ").passed
 
 
-@pytest.mark.parametrize("answer, phrase", [
+@pytest.mark.parametrize(("answer", "phrase"), [
     ("a", "really reads encoder_out"), ("b", "really reads encoder_out"), ("d", "one letter"), (["c"], "one letter"),
 ])
 def test_wrong_suspect_gets_a_hint(answer, phrase):
@@ -237,3 +454,21 @@ def test_suspect_layers_leave_the_global_random_stream_alone():
     torch.manual_seed(0)
     lesson03.suspect_layers()
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_positions_case_tells_reordering_from_a_copy():
+    """The first case is a layer whose output changes when the source is reordered: there the flip test is right
+    and a comparison with a copy is not, so the two get different hints."""
+    layer, dec, enc = lesson03.DEPENDS_CASES[0].args
+    with torch.no_grad():
+        assert not torch.allclose(layer(dec, enc), layer(dec, enc.flip(1)))
+
+
+# --- every checker: titles, unfinished ------------------------------------------------------------------
+
+def test_titles_follow_one_pattern() -> None:
+    checks = [lesson03.check_cross_attention, lambda a: lesson03.check_shapes(a, a, a, a),
+              lesson03.check_read_alignment, lesson03.check_depends_on_source, lesson03.check_suspect]
+    for n, check in zip([1, 2, 3, 4, 4], checks):
+        result = check(None)
+        assert result.status == "not_done" and result.title.startswith(f"Exercise {n} · ")

@@ -1,16 +1,28 @@
-"""The lesson 07 checkers pass the solutions, name each typical mistake, and never raise."""
+"""The lesson 07 checkers: every named mistake gets its own hint, the solutions and correct alternatives pass,
+the generic mistake classes are diagnosed, and nothing raises."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 import pytest
 import torch
-from checker_helpers import assert_fail, assert_robust
+import torch.nn.functional as F
+from checker_helpers import (
+    assert_fail,
+    assert_named,
+    raise_not_implemented,
+    raise_value_error,
+    weird_answers,
+)
 
-from course_lib.checks import lesson07
+from course_lib.checks import CheckResult, lesson07
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-# Reference solutions, identical in behaviour to solutions/07_toy_translation.ipynb.
+# --- the solutions, identical in behaviour to solutions/07_toy_translation.ipynb -----------------------
 def pad_batch(pairs, pad_id, bos_id, eos_id):
     src_len, tgt_len = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs) + 1
     src_ids = torch.full((len(pairs), src_len), pad_id, dtype=torch.long)  # [B, S]
@@ -34,7 +46,7 @@ def greedy_translate(model, src_ids, bos_id, eos_id, max_new_tokens, *, feed="ne
     finished = torch.zeros(src_ids.shape[0], dtype=torch.bool)
     for _ in range(max_new_tokens):
         new = prefix[:, -1:] if feed == "newest" else prefix
-        logits, _, _ = model.decode(new, memory, src_mask, cache=cache)  # [B, t, V]
+        logits = model.decode(new, memory, src_mask, cache=cache).logits  # [B, t, V]
         next_token = logits[:, -1].argmax(dim=-1)  # [B]
         if pad_after_eos:
             next_token = next_token.masked_fill(finished, model.config.pad_id)
@@ -55,39 +67,204 @@ def best_head(per_head_aer):
     return divmod(int(per_head_aer.argmin()), per_head_aer.shape[1])
 
 
-CHECKS = [(lesson07.check_pad_batch, pad_batch), (lesson07.check_greedy_translate, greedy_translate),
-          (lesson07.check_aer, aer_from_attention), (lesson07.check_best_head, best_head)]
+CHECKS = {"check_pad_batch": (lesson07.check_pad_batch, pad_batch),
+          "check_greedy_translate": (lesson07.check_greedy_translate, greedy_translate),
+          "check_aer": (lesson07.check_aer, aer_from_attention),
+          "check_best_head": (lesson07.check_best_head, best_head)}
 
 
-@pytest.mark.parametrize("check, solution", CHECKS)
-def test_solutions_pass(check, solution) -> None:
+# --- every named mistake gets its own hint; the solutions pass ----------------------------------------
+
+@pytest.mark.parametrize(("name", "mistake"), [(name, m) for name in CHECKS for m in lesson07.MISTAKES[name]],
+                         ids=lambda x: getattr(x, "name", x))
+def test_every_named_mistake_gets_its_own_hint(name: str, mistake: Any) -> None:
+    assert_named(CHECKS[name][0](mistake.wrong), mistake, lesson07.CASES[name])
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_the_solution_and_the_reference_pass(name: str) -> None:
+    check, solution = CHECKS[name]
     result = check(solution)
+    assert result.passed and result.mistake is None, result
+    assert check(lesson07.REFERENCES[name]).passed
+
+
+def test_titles_follow_one_pattern() -> None:
+    for n, (check, _) in enumerate(CHECKS.values(), start=1):
+        assert check(None).title.startswith(f"Exercise {n} · ")
+
+
+# --- correct alternatives pass --------------------------------------------------------------------
+
+def pad_with_pad_sequence(pairs, pad_id, bos_id, eos_id):
+    def padded(rows):
+        return torch.nn.utils.rnn.pad_sequence([torch.tensor(r) for r in rows], batch_first=True,
+                                               padding_value=pad_id)
+    return (padded([s for s, _ in pairs]), padded([[bos_id, *t] for _, t in pairs]),
+            padded([[*t, eos_id] for _, t in pairs]))
+
+
+def pad_with_f_pad(pairs, pad_id, bos_id, eos_id):
+    s, t = max(len(x) for x, _ in pairs), max(len(y) for _, y in pairs) + 1
+    row = lambda ids, width: F.pad(torch.tensor(ids, dtype=torch.long), (0, width - len(ids)), value=pad_id)
+    return (torch.stack([row(x, s) for x, _ in pairs]), torch.stack([row([bos_id] + y, t) for _, y in pairs]),
+            torch.stack([row(y + [eos_id], t) for _, y in pairs]))
+
+
+def pad_with_numpy(pairs, pad_id, bos_id, eos_id):
+    s, t = max(len(x) for x, _ in pairs), max(len(y) for _, y in pairs) + 1
+    src, tin, tout = (np.full((len(pairs), w), pad_id, dtype=np.int64) for w in (s, t, t))
+    for i, (x, y) in enumerate(pairs):
+        src[i, :len(x)], tin[i, :len(y) + 1], tout[i, :len(y) + 1] = x, [bos_id, *y], [*y, eos_id]
+    return torch.from_numpy(src), torch.from_numpy(tin), torch.from_numpy(tout)
+
+
+def greedy_runs_to_the_end(model, src_ids, bos_id, eos_id, max_new_tokens):
+    """No early stop, tokens kept in a list, torch.where instead of masked_fill: extra pad columns are fine."""
+    with torch.no_grad():
+        memory, _ = model.encode(src_ids)
+        src_mask = model.source_mask(src_ids)
+        cache = model.new_cache(memory, cross_kv=True, self_kv=True)
+        last = torch.full((src_ids.shape[0],), bos_id)
+        done = torch.zeros(src_ids.shape[0], dtype=torch.bool)
+        tokens = []
+        for _ in range(max_new_tokens):
+            out = model.decode(last[:, None], memory, src_mask, cache=cache)
+            last = torch.where(done, torch.full_like(last, model.config.pad_id), out[0][:, -1].argmax(-1))
+            done |= last == eos_id
+            tokens.append(last)
+        return torch.stack(tokens, dim=1)
+
+
+def greedy_with_logits_softmax(model, src_ids, bos_id, eos_id, max_new_tokens):
+    """Argmax of the probabilities, a Python loop condition, a list of columns."""
+    memory = model.encode(src_ids)[0]
+    mask = model.source_mask(src_ids)
+    cache = model.new_cache(memory)
+    columns, current = [], torch.full((src_ids.shape[0], 1), bos_id)
+    finished = torch.zeros(src_ids.shape[0], dtype=torch.bool)
+    while len(columns) < max_new_tokens and not bool(finished.all()):
+        probs = model.decode(current, memory, mask, cache=cache).logits.softmax(-1)  # [B, 1, V]
+        current = probs.argmax(-1)  # [B, 1]
+        current[finished] = model.config.pad_id
+        finished = finished | (current[:, 0] == eos_id)
+        columns.append(current)
+    return torch.cat(columns, dim=1)
+
+
+def aer_with_the_library(cross_weights, gold_links):
+    from course_lib.metrics import alignment_error_rate, argmax_links
+    return alignment_error_rate(argmax_links(cross_weights[:-1]), gold_links)
+
+
+def aer_with_lists(cross_weights, gold_links):
+    predicted = [(s, j) for j, s in enumerate(cross_weights[:-1].argmax(dim=-1).tolist())]
+    hits = sum(1 for link in predicted if link in gold_links)
+    return torch.tensor(1.0 - 2.0 * hits / (len(predicted) + len(gold_links)))  # a 0-d tensor is a number too
+
+
+def aer_with_numpy(cross_weights, gold_links):
+    best = np.asarray(cross_weights[:-1]).argmax(axis=1)
+    predicted = {(int(s), j) for j, s in enumerate(best)}
+    return np.float64(1 - 2 * len(predicted & set(gold_links)) / (len(predicted) + len(gold_links)))
+
+
+@pytest.mark.parametrize(("name", "alternative"), [
+    ("check_pad_batch", pad_with_pad_sequence), ("check_pad_batch", pad_with_f_pad),
+    ("check_pad_batch", pad_with_numpy),
+    ("check_greedy_translate", greedy_runs_to_the_end), ("check_greedy_translate", greedy_with_logits_softmax),
+    ("check_aer", aer_with_the_library), ("check_aer", aer_with_lists), ("check_aer", aer_with_numpy),
+    ("check_best_head", lambda t: tuple(int(i) for i in torch.unravel_index(t.argmin(), t.shape))),
+    ("check_best_head", lambda t: (t == t.min()).nonzero()[0].tolist()),
+    ("check_best_head", lambda t: np.unravel_index(np.argmin(t.numpy()), t.shape)),
+    ("check_best_head", lambda t: (float(t.min(dim=1).values.argmin()), float(t.min(dim=0).values.argmin()))),
+])
+def test_correct_alternatives_pass(name: str, alternative: Callable[..., Any]) -> None:
+    result = CHECKS[name][0](alternative)
     assert result.passed, result
 
 
-@pytest.mark.parametrize("check", [c for c, _ in CHECKS])
-def test_stubs_errors_and_wrong_types_never_raise(check) -> None:
-    assert_robust(check, wrong_shape=torch.zeros(2, 2, 2))
+# --- generic mistake classes ----------------------------------------------------------------------
+
+def _pad_mutating(where: str):
+    def wrong(pairs, pad_id, bos_id, eos_id):
+        out = pad_batch([(list(s), list(t)) for s, t in pairs], pad_id, bos_id, eos_id)
+        for _, tgt in pairs:
+            tgt.insert(0, bos_id) if where == "insert" else tgt.append(eos_id)
+        return out
+    return wrong
 
 
-# --- padding collate -----------------------------------------------------------------------------------
-def _left(pairs, pad_id, bos_id, eos_id):
-    return tuple(x.flip(-1).clone() for x in pad_batch([(s[::-1], t[::-1]) for s, t in pairs], pad_id, bos_id, eos_id))
+def _pad_first_pair_only(pairs, pad_id, bos_id, eos_id):
+    return pad_batch(pairs[:1], pad_id, bos_id, eos_id)
 
 
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda p, pad, bos, eos: (lambda a, b, c: (a, c, b))(*pad_batch(p, pad, bos, eos)), "swapped"),
+def _greedy_first_row_only(model, src_ids, bos_id, eos_id, max_new_tokens):
+    return greedy_translate(model, src_ids[:1], bos_id, eos_id, max_new_tokens)
+
+
+def _greedy_mutating(model, src_ids, bos_id, eos_id, max_new_tokens):
+    out = greedy_translate(model, src_ids.clone(), bos_id, eos_id, max_new_tokens)
+    src_ids[src_ids == 0] = model.config.pad_id + 1
+    return out
+
+
+def _aer_mutating(cross_weights, gold_links):
+    out = aer_from_attention(cross_weights, gold_links)
+    gold_links.append((0, 0))
+    return out
+
+
+def _best_mutating(table):
+    out = best_head(table)
+    table.clamp_(max=0.5)
+    return out
+
+
+GENERIC = [
+    ("check_pad_batch", lambda *a: tuple(x.numpy() for x in pad_batch(*a)), "wrong_type", "numpy.ndarray"),
+    ("check_pad_batch", lambda *a: tuple(x.tolist() for x in pad_batch(*a)), "wrong_type", "list"),
+    ("check_pad_batch", lambda *a: tuple(x.int() for x in pad_batch(*a)), "wrong_dtype", "torch.long"),
+    ("check_pad_batch", lambda *a: tuple(x.float() for x in pad_batch(*a)), "wrong_dtype", "torch.long"),
+    ("check_pad_batch", lambda *a: pad_batch(*a)[:2], "wrong_type", "a tuple of 3"),
+    ("check_pad_batch", _pad_mutating("insert"), "mutated_input", "changed its inputs in place (`pairs`"),
+    ("check_pad_batch", _pad_mutating("append"), "mutated_input", "changed its inputs in place (`pairs`"),
+    ("check_pad_batch", _pad_first_pair_only, "batch_one_only", "right for a batch of 1"),
+    ("check_greedy_translate", lambda *a: greedy_translate(*a).numpy(), "wrong_type", "numpy.ndarray"),
+    ("check_greedy_translate", lambda *a: greedy_translate(*a).float(), "wrong_dtype", "torch.float32"),
+    ("check_greedy_translate", _greedy_mutating, "mutated_input", "`src_ids`"),
+    ("check_greedy_translate", _greedy_first_row_only, "batch_one_only", "right for a batch of 1"),
+    ("check_aer", lambda *a: str(aer_from_attention(*a)), "wrong_type", "should be a number"),
+    ("check_aer", _aer_mutating, "mutated_input", "`gold_links`"),
+    ("check_best_head", _best_mutating, "mutated_input", "`per_head_aer`"),
+    ("check_best_head", lambda t: torch.tensor(best_head(t)), "wrong_type", "should return a tuple"),
+    ("check_best_head", lambda t: str(best_head(t)), "wrong_type", "should return a tuple"),
+]
+
+
+@pytest.mark.parametrize(("name", "wrong", "mistake", "phrase"), GENERIC)
+def test_generic_mistakes_are_diagnosed(name: str, wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
+    result = CHECKS[name][0](wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result.to_dict()
+
+
+# --- the wrong answers of the earlier tests, written by hand (each with its phrase) -------------------
+
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (lambda p, pad, bos, eos: (lambda a, b, c: (a, c, b))(*pad_batch(p, pad, bos, eos)), "in_out_swapped", "swapped"),
     (lambda p, pad, bos, eos: (lambda a, b, c: (a, torch.where(c == eos, pad, c), c))(*pad_batch(p, pad, bos, eos)),
-     "no <bos>"),
+     "no_bos", "no <bos>"),
     (lambda p, pad, bos, eos: (lambda a, b, c: (a, b, torch.where(c == eos, pad, c)))(*pad_batch(p, pad, bos, eos)),
-     "no <eos>"),
-    (lambda p, pad, bos, eos: pad_batch(p, 0, bos, eos), "padded with 0"),
-    (lambda p, pad, bos, eos: tuple(x.float() for x in pad_batch(p, pad, bos, eos)), "torch.long"),
-    (lambda p, pad, bos, eos: pad_batch([(s, [*t, eos]) for s, t in p], pad, bos, eos), "one column too long"),
-    (lambda p, pad, bos, eos: pad_batch(p, pad, bos, eos)[:2], "three tensors"),
+     "no_eos", "no <eos>"),
+    (lambda p, pad, bos, eos: pad_batch(p, 0, bos, eos), "padded_with_0", "pad_id here is 3"),
+    (lambda p, pad, bos, eos: pad_batch([(s, [*t, eos]) for s, t in p], pad, bos, eos), "one_column_too_long",
+     "one column too long"),
 ])
-def test_pad_batch_mistakes_get_their_hint(wrong, phrase) -> None:
-    assert_fail(lesson07.check_pad_batch(wrong), phrase)
+def test_hand_written_pad_batch_mistakes(wrong, mistake, phrase) -> None:
+    result = lesson07.check_pad_batch(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
 def test_left_padding_gets_its_hint() -> None:
@@ -99,29 +276,88 @@ def test_left_padding_gets_its_hint() -> None:
             out.append(torch.tensor([[pad_id] * (x.shape[1] - len(r)) + r for r in rows]))
         return tuple(out)
 
-    assert_fail(lesson07.check_pad_batch(left_padded), "padding is on the left")
+    result = lesson07.check_pad_batch(left_padded)
+    assert_fail(result, "padding is on the left")
+    assert result.mistake == "left_padded"
 
 
-# --- greedy decoding with a cache ------------------------------------------------------------------------
-@pytest.mark.parametrize("options, phrase", [
-    (dict(cache_kind="none", feed="all"), "never got a cache"),
-    (dict(feed="all"), "only the newest token"),
-    (dict(cache_kind="memory", feed="all"), "whole prefix at every step"),
-    (dict(keep_bos=True), "first column is <bos>"),
-    (dict(pad_after_eos=False), "continue with the pad id"),
-    (dict(stop="any"), "stop only when *every* row"),
+def test_pad_batch_left_padding_only_the_targets_is_named() -> None:
+    def targets_left(pairs, pad_id, bos_id, eos_id):
+        src = pad_batch(pairs, pad_id, bos_id, eos_id)[0]
+        return (src, *lesson07._pad(pairs, pad_id, bos_id, eos_id, left=True)[1:])
+
+    assert lesson07.check_pad_batch(targets_left).mistake == "left_padded"
+
+
+def test_pad_batch_without_the_plus_one_that_raises_is_named() -> None:
+    def no_plus_one(pairs, pad_id, bos_id, eos_id):  # the solution with `+ 1` forgotten in T
+        t = max(len(y) for _, y in pairs)
+        src = pad_batch(pairs, pad_id, bos_id, eos_id)[0]
+        tgt_in = torch.full((len(pairs), t), pad_id, dtype=torch.long)
+        for row, (_, tgt) in enumerate(pairs):
+            tgt_in[row, : len(tgt) + 1] = torch.tensor([bos_id, *tgt])
+        return src, tgt_in, tgt_in
+
+    result = lesson07.check_pad_batch(no_plus_one)
+    assert_fail(result, "T must be the longest target + 1")
+    assert result.mistake == "no_room_for_special_token"
+
+
+@pytest.mark.parametrize("options, mistake, phrase", [
+    (dict(cache_kind="none", feed="all"), "no_cache", "never got a cache"),
+    (dict(feed="all"), "whole_prefix_into_cache", "only the newest token"),
+    (dict(cache_kind="memory", feed="all"), "whole_prefix_every_step", "whole prefix at every step"),
+    (dict(keep_bos=True), "kept_bos", "first column is <bos>"),
+    (dict(pad_after_eos=False), "no_pad_after_eos", "continue with the pad id"),
+    (dict(stop="any"), "stopped_at_first_eos", "stop only when *every* row"),
 ])
-def test_greedy_mistakes_get_their_hint(options, phrase) -> None:
-    assert_fail(lesson07.check_greedy_translate(lambda *args: greedy_translate(*args, **options)), phrase)
+def test_hand_written_greedy_mistakes(options, mistake, phrase) -> None:
+    result = lesson07.check_greedy_translate(lambda *args: greedy_translate(*args, **options))
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
+
+
+def test_greedy_item_on_a_batch_is_named() -> None:
+    def with_item(model, src_ids, bos_id, eos_id, max_new_tokens):
+        memory, _ = model.encode(src_ids)
+        src_mask, cache = model.source_mask(src_ids), model.new_cache(memory)
+        prefix = torch.full((src_ids.shape[0], 1), bos_id)
+        for _ in range(max_new_tokens):
+            logits = model.decode(prefix[:, -1:], memory, src_mask, cache=cache).logits
+            token = logits[:, -1].argmax(dim=-1).item()  # one number: fine for a batch of 1 only
+            prefix = torch.cat([prefix, torch.tensor([[token]])], dim=1)
+            if token == eos_id:
+                break
+        return prefix[:, 1:]
+
+    result = lesson07.check_greedy_translate(with_item)
+    assert_fail(result, ".item()")
+    assert result.mistake == "item_on_a_batch"
+
+
+def test_greedy_for_one_sentence_only_gets_the_batch_hint() -> None:
+    def one_sentence(model, src_ids, bos_id, eos_id, max_new_tokens):
+        memory, _ = model.encode(src_ids)
+        cache = model.new_cache(memory)
+        tokens = [bos_id]
+        for _ in range(max_new_tokens):
+            new = torch.tensor([[tokens[-1]]])  # [1, 1] whatever the batch
+            logits = model.decode(new, memory, model.source_mask(src_ids), cache=cache).logits
+            tokens.append(int(logits[0, -1].argmax()))
+            if tokens[-1] == eos_id:
+                break
+        return torch.tensor([tokens[1:]])
+
+    result = lesson07.check_greedy_translate(one_sentence)
+    assert_fail(result, "right for a batch of 1")
+    assert result.mistake == "batch_one_only"
 
 
 def test_greedy_cases_end_rows_at_different_steps() -> None:
     """The checker's first eos_id finishes some rows early and not others, so padding after <eos> is tested."""
-    model = lesson07._small_model()
-    src_ids = torch.tensor(lesson07._SOURCES[0][1])
-    free_run = lesson07.greedy_decode(model, src_ids, bos_id=1, eos_id=None, max_new_tokens=8).tokens
-    eos = lesson07._ending_token(free_run)
-    finished_at = [(row == eos).nonzero()[0].item() if (row == eos).any() else None for row in free_run]
+    model, src_ids, bos_id, eos_id, n_new = lesson07.GREEDY_CASES[0].args
+    free_run = lesson07.greedy_decode(model, src_ids, bos_id=bos_id, eos_id=None, max_new_tokens=n_new).tokens
+    finished_at = [(row == eos_id).nonzero()[0].item() if (row == eos_id).any() else None for row in free_run]
     assert finished_at[0] is not None and finished_at[0] < 7
     assert len(set(finished_at)) == 3, finished_at
 
@@ -134,7 +370,6 @@ def test_greedy_extra_padding_after_all_rows_finished_is_accepted() -> None:
     assert lesson07.check_greedy_translate(padded).passed
 
 
-# --- AER from attention ----------------------------------------------------------------------------------
 def _links(weights, rows):
     return {(int(s), j) for j, s in enumerate(weights[rows].argmax(dim=-1))}
 
@@ -145,47 +380,77 @@ def _aer(predicted, gold, kind="aer"):
             "precision": 1 - len(a & g) / len(a)}[kind]
 
 
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda w, g: _aer(_links(w, slice(None)), g), "you kept the last row"),
-    (lambda w, g: _aer(_links(w, slice(1, None)), g), "dropped the first row"),
-    (lambda w, g: _aer({(j, s) for s, j in _links(w, slice(None, -1))}, g), "(target, source)"),
-    (lambda w, g: _aer({(int(t), s) for s, t in enumerate(w[:-1].argmax(dim=0))}, g), "wrong axis"),
-    (lambda w, g: _aer(_links(w, slice(None, -1)), g, "recall"), "recall only"),
-    (lambda w, g: _aer(_links(w, slice(None, -1)), g, "precision"), "precision only"),
-    (lambda w, g: 100 * aer_from_attention(w, g), "percentage"),
-    (lambda w, g: 1 - aer_from_attention(w, g), "expected"),
+def _aer_tensor_links(cross_weights, gold_links):
+    predicted = {(s, j) for j, s in enumerate(cross_weights[:-1].argmax(dim=-1))}  # 0-d tensors: hashed by id
+    return 1 - 2 * len(predicted & set(gold_links)) / (len(predicted) + len(gold_links))
+
+
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (lambda w, g: _aer(_links(w, slice(None)), g), "kept_eos_row", "you kept the last row"),
+    (lambda w, g: _aer(_links(w, slice(1, None)), g), "dropped_first_row", "dropped the first row"),
+    (lambda w, g: _aer({(j, s) for s, j in _links(w, slice(None, -1))}, g), "links_target_source",
+     "(target, source)"),
+    (lambda w, g: _aer({(int(t), s) for s, t in enumerate(w[:-1].argmax(dim=0))}, g), "argmax_wrong_axis",
+     "wrong axis"),
+    (lambda w, g: _aer(_links(w, slice(None, -1)), g, "recall"), "recall_only", "recall only"),
+    (lambda w, g: _aer(_links(w, slice(None, -1)), g, "precision"), "precision_only", "precision only"),
+    (lambda w, g: 100 * aer_from_attention(w, g), "percentage", "percentage"),
+    (lambda w, g: 1 - aer_from_attention(w, g), "agreement_not_error", "the agreement"),
+    (_aer_tensor_links, "no_link_matched", "int(...) or .tolist()"),
+    (lambda w, g: aer_from_attention(w, g) + 0.01, None, "expected"),
 ])
-def test_aer_mistakes_get_their_hint(wrong, phrase) -> None:
-    assert_fail(lesson07.check_aer(wrong), phrase)
+def test_hand_written_aer_mistakes(wrong, mistake, phrase) -> None:
+    result = lesson07.check_aer(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
-def test_aer_cases_tell_the_mistakes_apart() -> None:
-    """In every case, each typical mistake gives a value different from the right one and from each other."""
-    for _, weights, gold in lesson07._aer_cases():
-        right = _links(weights, slice(None, -1))
-        values = [aer_from_attention(weights, gold), _aer(_links(weights, slice(None)), gold),
-                  _aer(_links(weights, slice(1, None)), gold), _aer({(j, s) for s, j in right}, gold),
-                  _aer({(int(t), s) for s, t in enumerate(weights[:-1].argmax(dim=0))}, gold),
-                  _aer(right, gold, "recall"), _aer(right, gold, "precision")]
-        assert len({round(v, 6) for v in values}) == len(values), values
+def test_aer_first_case_tells_the_mistakes_apart() -> None:
+    """In the first case (the one a hint quotes first), each typical mistake gives its own value, and none 1.0."""
+    weights, gold = lesson07.AER_CASES[0].args
+    values = [lesson07.aer_reference(weights, gold)] + [m.wrong(weights, gold) for m in lesson07.AER_MISTAKES]
+    assert len({round(float(v), 6) for v in values}) == len(values), values
 
 
-def test_aer_accepts_a_one_element_tensor() -> None:
-    assert lesson07.check_aer(lambda w, g: torch.tensor(aer_from_attention(w, g))).passed
-
-
-# --- best head -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda t: divmod(int(t.argmax()), t.shape[1]), "*highest* AER"),
-    (lambda t: int(t.argmin()), "flattened table"),
-    (lambda t: t.argmin(), "flattened table"),
-    (lambda t: divmod(int(t.argmin()), t.shape[1])[::-1], "(head, layer)"),
-    (lambda t: divmod(int(t.argmin()), t.shape[0]), "number of *heads*"),
-    (lambda t: (0, 0), "lowest is"),
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (lambda t: divmod(int(t.argmax()), t.shape[1]), "highest_aer", "*highest* AER"),
+    (lambda t: int(t.argmin()), "flat_index", "flattened table"),
+    (lambda t: t.argmin(), "flat_index_tensor", "flattened table"),
+    (lambda t: divmod(int(t.argmin()), t.shape[1])[::-1], "head_layer_swapped", "(head, layer)"),
+    (lambda t: divmod(int(t.argmin()), t.shape[0]), "divided_by_layers", "number of *heads*"),
+    (lambda t: (int(t.mean(1).argmin()), int(t[t.mean(1).argmin()].argmin())), "best_layer_first",
+     "lowest mean AER"),
+    (lambda t: tuple(torch.unravel_index(t.argmin(), t.shape)), "tensors_not_ints", ".item()"),
+    (lambda t: tuple(i + 1 for i in best_head(t)), "counted_from_1", "count from 0"),
+    (lambda t: (0, 0), None, "yours (0, 0)"),
+    (lambda t: [best_head(t)], None, "differs from the reference"),
 ])
-def test_best_head_mistakes_get_their_hint(wrong, phrase) -> None:
-    assert_fail(lesson07.check_best_head(wrong), phrase)
+def test_hand_written_best_head_mistakes(wrong, mistake, phrase) -> None:
+    result = lesson07.check_best_head(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
-def test_best_head_accepts_tensors_in_the_pair() -> None:
-    assert lesson07.check_best_head(lambda t: tuple(torch.tensor(divmod(int(t.argmin()), t.shape[1])))).passed
+def test_best_head_has_a_case_where_the_best_layer_holds_no_best_head() -> None:
+    assert any(lesson07._best_in_best_layer(c.args[0]) != best_head(c.args[0]) for c in lesson07.BEST_CASES)
+
+
+# --- robustness: unfinished, None, crashes, non-functions, weird results ------------------------------
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_robustness(name: str) -> None:
+    check = CHECKS[name][0]
+    assert check(raise_not_implemented).status == "not_done"
+    assert check(None).status == "not_done"
+    crash = check(raise_value_error)
+    assert_fail(crash, "raised ValueError: boom")
+    assert crash.mistake == "raised"
+    assert check(42).mistake == "not_a_function"
+
+
+@pytest.mark.parametrize("name", CHECKS)
+@pytest.mark.parametrize(("label", "weird"), weird_answers(), ids=[w[0] for w in weird_answers()])
+def test_weird_results_fail_without_raising(name: str, label: str, weird: Callable[..., Any]) -> None:
+    result = CHECKS[name][0](weird)
+    assert isinstance(result, CheckResult) and result.status == "fail", result
+    assert "the check itself hit" not in result.message, result.message

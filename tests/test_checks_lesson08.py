@@ -1,13 +1,27 @@
-"""The lesson 08 checkers pass the solutions, name each typical mistake, and never raise."""
+"""The lesson 08 checkers: every named mistake gets its own hint, the solutions and correct alternatives pass,
+the generic mistake classes are diagnosed, and nothing raises."""
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
-from checker_helpers import assert_fail, assert_robust
+from checker_helpers import (
+    assert_fail,
+    assert_named,
+    batch_one_only,
+    casts_to,
+    mutates_input,
+    raise_not_implemented,
+    raise_value_error,
+    returns_numpy,
+    weird_answers,
+)
 
-from course_lib.checks import lesson08
+from course_lib.checks import CheckResult, lesson08
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -29,36 +43,180 @@ def silence_head(attn, head):
         attn.out_proj.weight[:, head * d_head:(head + 1) * d_head] = 0.0
 
 
-CHECKS = [(lesson08.check_attention_entropy, attention_entropy),
-          (lesson08.check_normalised_entropy, normalised_entropy),
-          (lesson08.check_silence_head, silence_head)]
+CHECKS = {"check_attention_entropy": (lesson08.check_attention_entropy, attention_entropy),
+          "check_normalised_entropy": (lesson08.check_normalised_entropy, normalised_entropy),
+          "check_silence_head": (lesson08.check_silence_head, silence_head)}
+ALL_CHECKERS = [lesson08.check_attention_entropy, lesson08.check_normalised_entropy, lesson08.check_silence_head,
+                lesson08.check_zero_query_prediction]
 
 
-@pytest.mark.parametrize("check, solution", CHECKS)
-def test_solutions_pass(check, solution) -> None:
+# --- every named mistake gets its own hint; the solutions pass ----------------------------------------
+
+@pytest.mark.parametrize(("name", "mistake"), [(name, m) for name in CHECKS for m in lesson08.MISTAKES[name]],
+                         ids=lambda x: getattr(x, "name", x))
+def test_every_named_mistake_gets_its_own_hint(name: str, mistake: Any) -> None:
+    assert_named(CHECKS[name][0](mistake.wrong), mistake, lesson08.CASES[name])
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_the_solution_and_the_reference_pass(name: str) -> None:
+    check, solution = CHECKS[name]
     result = check(solution)
+    assert result.passed and result.mistake is None, result
+    assert check(lesson08.REFERENCES[name]).passed
+
+
+def test_titles_follow_one_pattern() -> None:
+    for n, check in enumerate(ALL_CHECKERS, start=1):
+        assert check(None).title.startswith(f"Exercise {n} · ")
+
+
+# --- correct alternatives pass --------------------------------------------------------------------
+
+def entropy_where(w):
+    return -torch.where(w > 0, w * w.log(), torch.zeros_like(w)).sum(dim=-1)
+
+
+def entropy_nan_to_num_per_term(w):
+    return -(w * torch.log(w)).nan_to_num(0.0).sum(dim=-1)
+
+
+def entropy_clamped(w):
+    return -(w * w.clamp_min(1e-30).log()).sum(-1)
+
+
+def normalised_with_the_library(w, m):
+    from course_lib.metrics import attention_entropy as library_entropy
+    return library_entropy(w, m, normalise=True)
+
+
+def normalised_nan_to_num(w, m):
+    n = m.sum(dim=-1, keepdim=False).to(w.dtype)  # [B, 1, 1]
+    ratio = entropy_where(w) / torch.log(n)  # 0/0 = NaN for one word, 0/-inf = 0 for none
+    return torch.where(n > 1, ratio, 0.0).nan_to_num(0.0)
+
+
+def normalised_loop(w, m):
+    out = torch.zeros(w.shape[:-1], dtype=w.dtype)
+    for b in range(w.shape[0]):
+        n = int(m[b].sum())
+        if n > 1:
+            out[b] = attention_entropy(w[b]) / math.log(n)
+    return out
+
+
+def silence_by_values_and_their_bias(attn, head):
+    """Zero values (weights and bias) make the head's context zero: that silences it too."""
+    rows = slice(head * attn.d_head, (head + 1) * attn.d_head)
+    with torch.no_grad():
+        attn.v_proj.weight[rows] = 0.0
+        attn.v_proj.bias[rows] = 0.0
+
+
+def silence_with_data(attn, head):
+    attn.out_proj.weight.data[:, head * attn.d_head:(head + 1) * attn.d_head] = 0.0
+    return attn
+
+
+def silence_by_mask(attn, head):
+    keep = torch.ones(attn.n_heads, attn.d_head)
+    keep[head] = 0.0
+    with torch.no_grad():
+        attn.out_proj.weight.mul_(keep.flatten())  # [d_model] broadcasts over the columns
+
+
+def silence_with_a_new_parameter(attn, head):
+    weight = attn.out_proj.weight.detach().clone()
+    weight[:, head * attn.d_head:(head + 1) * attn.d_head] = 0.0
+    attn.out_proj.weight = torch.nn.Parameter(weight)
+
+
+@pytest.mark.parametrize(("name", "alternative"), [
+    ("check_attention_entropy", entropy_where), ("check_attention_entropy", entropy_nan_to_num_per_term),
+    ("check_attention_entropy", entropy_clamped),
+    ("check_normalised_entropy", normalised_with_the_library), ("check_normalised_entropy", normalised_nan_to_num),
+    ("check_normalised_entropy", normalised_loop),
+    ("check_silence_head", silence_by_values_and_their_bias), ("check_silence_head", silence_with_data),
+    ("check_silence_head", silence_by_mask), ("check_silence_head", silence_with_a_new_parameter),
+])
+def test_correct_alternatives_pass(name: str, alternative: Callable[..., Any]) -> None:
+    result = CHECKS[name][0](alternative)
     assert result.passed, result
 
 
-@pytest.mark.parametrize("check", [c for c, _ in CHECKS])
-def test_stubs_errors_and_wrong_types_never_raise(check) -> None:
-    assert_robust(check, wrong_shape=torch.zeros(2, 2, 2, 2, 2))
+# --- generic mistake classes ----------------------------------------------------------------------
 
+def _returns_a_silenced_copy(attn, head):
+    other = copy.deepcopy(attn)
+    silence_head(other, head)
+    return other
+
+
+def _entropy_clamping_in_place(w):
+    return -(w * w.clamp_(min=1e-30).log()).sum(dim=-1)
+
+
+GENERIC = [
+    ("check_attention_entropy", returns_numpy(attention_entropy), "wrong_type", "numpy.ndarray"),
+    ("check_attention_entropy", casts_to(attention_entropy, torch.float32), "wrong_dtype", "keep the input"),
+    ("check_attention_entropy", _entropy_clamping_in_place, "mutated_input", "`attn_weights`"),
+    ("check_normalised_entropy", returns_numpy(normalised_entropy), "wrong_type", "numpy.ndarray"),
+    ("check_normalised_entropy", casts_to(normalised_entropy, torch.float32), "wrong_dtype", "keep the input"),
+    ("check_normalised_entropy", mutates_input(normalised_entropy, 0), "mutated_input", "`attn_weights`"),
+    ("check_normalised_entropy", batch_one_only(normalised_entropy), "batch_one_only", "right for a batch of 1"),
+    ("check_silence_head", _returns_a_silenced_copy, "modified_copy", "returned a modified copy"),
+]
+
+
+@pytest.mark.parametrize(("name", "wrong", "mistake", "phrase"), GENERIC)
+def test_generic_mistakes_are_diagnosed(name: str, wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
+    result = CHECKS[name][0](wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result.to_dict()
+
+
+# --- robustness: unfinished, None, crashes, non-functions, weird results ------------------------------
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_robustness(name: str) -> None:
+    check = CHECKS[name][0]
+    assert check(raise_not_implemented).status == "not_done"
+    assert check(None).status == "not_done"
+    crash = check(raise_value_error)
+    assert_fail(crash, "raised ValueError: boom")
+    assert crash.mistake == "raised"
+    assert check(42).mistake == "not_a_function"
+
+
+@pytest.mark.parametrize("name", CHECKS)
+@pytest.mark.parametrize(("label", "weird"), weird_answers(), ids=[w[0] for w in weird_answers()])
+def test_weird_results_fail_without_raising(name: str, label: str, weird: Callable[..., Any]) -> None:
+    result = CHECKS[name][0](weird)
+    assert isinstance(result, CheckResult) and result.status == "fail", result
+    assert "the check itself hit" not in result.message, result.message
+
+
+# --- the wrong answers of the earlier tests, written by hand (each with its phrase) -------------------
 
 # --- exercise 1: entropy -------------------------------------------------------------------------------
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda w: -(w * w.log()).sum(dim=-1), "0 · ln 0"),
-    (lambda w: -(w * torch.log2(w.clamp(min=1e-30))).sum(dim=-1), "bits (log2)"),
-    (lambda w: -torch.special.xlogy(w, w).sum(dim=-2), "summed over the query axis"),
-    (lambda w: torch.special.xlogy(w, w).sum(dim=-1), "never negative"),
-    (lambda w: -torch.special.xlogy(w, w).mean(dim=-1), "mean over the keys"),
-    (lambda w: -torch.special.xlogy(w, w).sum(dim=-1, keepdim=True), "keepdim"),
-    (lambda w: -torch.special.xlogy(w, w).sum(), "one number"),
-    (lambda w: attention_entropy(w) / math.log(w.shape[-1]), "normalised entropy of exercise 2"),
-    (lambda w: attention_entropy(w) + 0.1, "differs from the reference"),
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (lambda w: -(w * w.log()).sum(dim=-1), "zero_log_zero", "0 · ln 0"),
+    (lambda w: -(w * w.log()).sum(dim=-1).nan_to_num(0.0), "nan_to_num_after_sum", "before the sum"),
+    (lambda w: -(w * torch.log2(w.clamp(min=1e-30))).sum(dim=-1), "bits", "bits (log2)"),
+    (lambda w: -torch.special.xlogy(w, w).sum(dim=-2), "sum_over_queries", "summed over the query axis"),
+    (lambda w: -(w * w.log()).sum(dim=-2), "sum_over_queries", "summed over the query axis"),
+    (lambda w: torch.special.xlogy(w, w).sum(dim=-1), "no_minus_sign", "never negative"),
+    (lambda w: -torch.special.xlogy(w, w).mean(dim=-1), "mean_over_keys", "mean over the keys"),
+    (lambda w: -torch.special.xlogy(w, w).sum(dim=-1, keepdim=True), "keepdim", "keepdim"),
+    (lambda w: -torch.special.xlogy(w, w).sum(), "one_number", "one number"),
+    (lambda w: attention_entropy(w) / math.log(w.shape[-1]), "normalised_by_ln_S", "normalised entropy of exercise 2"),
+    (lambda w: attention_entropy(w) + 0.1, None, "differs from the reference"),
+    (lambda w: -(w * w.log()).sum(dim=-1) + 0.1, "nan", "0 · ln 0"),
 ])
-def test_entropy_mistakes_get_their_hint(wrong, phrase) -> None:
-    assert_fail(lesson08.check_attention_entropy(wrong), phrase)
+def test_entropy_mistakes_get_their_hint(wrong, mistake, phrase) -> None:
+    result = lesson08.check_attention_entropy(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
 def test_entropy_reference_is_pytorchs_categorical() -> None:
@@ -80,18 +238,31 @@ def test_entropy_cases_hold_one_hot_even_and_empty_rows() -> None:
 
 
 # --- exercise 2: normalised entropy ------------------------------------------------------------------------
-@pytest.mark.parametrize("wrong, phrase", [
-    (lambda w, m: attention_entropy(w) / math.log(w.shape[-1]), "padded keys do not count"),
-    (lambda w, m: attention_entropy(w) / m.sum(dim=-1).log(), "ln 1 = 0"),
-    (lambda w, m: normalised_entropy(w, ~m), "True at real words"),
-    (lambda w, m: normalised_entropy(w, m) * math.log(2), "log2 in the denominator"),
-    (lambda w, m: normalised_entropy(w, m) / math.log(2), "log2 in the entropy"),
-    (lambda w, m: attention_entropy(w), "that is the entropy itself"),
-    (lambda w, m: normalised_entropy(w, m)[..., None], "has shape"),
-    (lambda w, m: -(w * w.log()).sum(dim=-1) / 2.0, "0 · ln 0"),
+def _count_squeezed(w, m):
+    n = m.sum(dim=-1).squeeze().float()  # [B]
+    return torch.where(n > 1, attention_entropy(w) / n.clamp(min=2).log(), 0.0)
+
+
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (lambda w, m: attention_entropy(w) / math.log(w.shape[-1]), "divided_by_ln_S", "padded keys do not count"),
+    (lambda w, m: attention_entropy(w) / m.sum(dim=-1).log(), "division_by_ln_1", "ln 1 = 0"),
+    (lambda w, m: normalised_entropy(w, ~m), "counted_padding", "True at real words"),
+    (lambda w, m: normalised_entropy(w, m) * math.log(2), "log2_denominator", "log2 in the denominator"),
+    (lambda w, m: normalised_entropy(w, m) / math.log(2), "log2_entropy", "log2 in the entropy"),
+    (lambda w, m: attention_entropy(w), "not_normalised", "that is the entropy itself"),
+    (lambda w, m: normalised_entropy(w, m)[..., None], "wrong_shape", "has shape"),
+    (lambda w, m: -(w * w.log()).sum(dim=-1) / 2.0, "nan", "0 · ln 0"),
+    (lambda w, m: normalised_entropy(w, m) + 0.05, None, "differs from the reference"),
+    (lambda w, m: torch.where(m.sum() > 1, attention_entropy(w) / m.sum().float().log(), 0.0), "count_over_batch",
+     "whole batch"),
+    (lambda w, m: torch.where(m.sum(-1) > 1, attention_entropy(w) / m.sum(-1).clamp(min=2), 0.0), "divided_by_n",
+     "divide by ln n"),
+    (_count_squeezed, "count_squeezed", ".squeeze()"),
 ])
-def test_normalised_entropy_mistakes_get_their_hint(wrong, phrase) -> None:
-    assert_fail(lesson08.check_normalised_entropy(wrong), phrase)
+def test_normalised_entropy_mistakes_get_their_hint(wrong, mistake, phrase) -> None:
+    result = lesson08.check_normalised_entropy(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
 def test_normalised_cases_tell_the_mistakes_apart() -> None:
@@ -111,44 +282,45 @@ def _edit(edit):
     return wrong
 
 
-@pytest.mark.parametrize("wrong, phrase", [
-    (_edit(lambda a, h, c: a.out_proj.weight[c].zero_()), "*rows* of out_proj.weight"),
-    (_edit(lambda a, h, c: a.out_proj.weight[:, h::a.n_heads].zero_()), "not interleaved"),
-    (_edit(lambda a, h, c: (a.q_proj.weight[c].zero_(), a.q_proj.bias[c].zero_())), "uniform"),
-    (_edit(lambda a, h, c: a.q_proj.weight[c].zero_()), "zeroing the query weights"),
-    (_edit(lambda a, h, c: a.v_proj.weight[c].zero_()), "its bias v_proj.bias"),
-    (_edit(lambda a, h, c: (a.out_proj.weight[:, c].zero_(), a.out_proj.bias.zero_())), "bias is shared"),
-    (_edit(lambda a, h, c: a.out_proj.weight.zero_()), "silencing every head"),
+@pytest.mark.parametrize("wrong, mistake, phrase", [
+    (_edit(lambda a, h, c: a.out_proj.weight[c].zero_()), "zeroed_rows", "*rows* of out_proj.weight"),
+    (_edit(lambda a, h, c: a.out_proj.weight[:, h::a.n_heads].zero_()), "interleaved_columns", "not interleaved"),
+    (_edit(lambda a, h, c: (a.q_proj.weight[c].zero_(), a.q_proj.bias[c].zero_())), "zero_queries", "uniform"),
+    (_edit(lambda a, h, c: a.q_proj.weight[c].zero_()), "zero_query_weights", "zeroing the query weights"),
+    (_edit(lambda a, h, c: a.v_proj.weight[c].zero_()), "value_bias_left", "its bias v_proj.bias"),
+    (_edit(lambda a, h, c: (a.out_proj.weight[:, c].zero_(), a.out_proj.bias.zero_())), "zeroed_shared_bias",
+     "bias is shared"),
+    (_edit(lambda a, h, c: a.out_proj.weight.zero_()), "zeroed_every_head", "silencing every head"),
     (_edit(lambda a, h, c: a.out_proj.weight[:, (h + 1) % a.n_heads * a.d_head:][:, :a.d_head].zero_()),
-     "you silenced head"),
-    (lambda a, h: a.out_proj.weight[:, h * a.d_head:(h + 1) * a.d_head].clone().zero_(), "did not change"),
+     "next_head", "you silenced head"),
+    (_edit(lambda a, h, c: a.out_proj.weight[:, (h - 1) * a.d_head:h * a.d_head].zero_()), "counted_from_1",
+     "heads count from 0"),
+    (lambda a, h: a.out_proj.weight[:, h * a.d_head:(h + 1) * a.d_head].clone().zero_(), "module_unchanged",
+     "did not change"),
     (lambda a, h: a.out_proj.weight.__setitem__((slice(None), slice(h * a.d_head, (h + 1) * a.d_head)), 0.0),
-     "torch.no_grad()"),
+     "needs_no_grad", "torch.no_grad()"),
+    (lambda a, h: a.out_proj.weight.mul_(0.5), "needs_no_grad_whole_tensor", "torch.no_grad()"),
+    (lambda a, h: a.out_proj.bias.add_(1.0), "needs_no_grad_whole_tensor", "torch.no_grad()"),
+    (lambda a, h: a.out_proj.weight.t()[h * a.d_head:(h + 1) * a.d_head].zero_(), "needs_no_grad", "torch.no_grad()"),
+    (_edit(lambda a, h, c: a.out_proj.weight[:, c].mul_(0.5)), None, "largest difference"),
 ])
-def test_silence_head_mistakes_get_their_hint(wrong, phrase) -> None:
-    assert_fail(lesson08.check_silence_head(wrong), phrase)
+def test_silence_head_mistakes_get_their_hint(wrong, mistake, phrase) -> None:
+    result = lesson08.check_silence_head(wrong)
+    assert_fail(result, phrase)
+    assert result.mistake == mistake
 
 
-def test_silencing_by_values_and_their_bias_is_accepted() -> None:
-    """Zero values (weights and bias) make the head's context zero: that silences it too."""
-    def by_values(attn, head):
-        rows = slice(head * attn.d_head, (head + 1) * attn.d_head)
-        with torch.no_grad():
-            attn.v_proj.weight[rows] = 0.0
-            attn.v_proj.bias[rows] = 0.0
-
-    assert lesson08.check_silence_head(by_values).passed
+def test_a_returned_modified_copy_fails_in_this_in_place_exercise() -> None:
+    """The exercise edits the module in place: a silenced copy, returned while attn is unchanged, is named."""
+    result = lesson08.check_silence_head(_returns_a_silenced_copy)
+    assert result.mistake == "modified_copy" and "`attn` itself must change" in result.message, result
 
 
-def test_silence_head_accepts_a_returned_module() -> None:
-    import copy
-
-    def returns_copy(attn, head):
-        other = copy.deepcopy(attn)
-        silence_head(other, head)
-        return other
-
-    assert lesson08.check_silence_head(returns_copy).passed
+def test_silence_cases_quote_head_0_last() -> None:
+    """Counting heads from 1 edits nothing for head 0 (slice(-d_head, 0)): that case comes last, so the hint
+    about counting from 1 is found first."""
+    assert [c.args[1] for c in lesson08.SILENCE_CASES][-1] == 0
+    assert all(c.args[1] > 0 for c in lesson08.SILENCE_CASES[:-1])
 
 
 def test_by_hand_reference_matches_the_library_module() -> None:
@@ -169,18 +341,29 @@ def test_zero_query_prediction_passes_at_one(prediction) -> None:
     assert "uniform" in result.message
 
 
-@pytest.mark.parametrize("prediction, phrase", [
-    (0, "you predicted 0"), (0.5, "you predicted 0.5"), (math.log(6), "you predicted 1.79"),
+@pytest.mark.parametrize("prediction, mistake, phrase", [
+    (0, "silent_or_one_word", "you predicted 0"), (0.5, None, "you predicted 0.5"),
+    (math.log(6), "raw_entropy_6_words", "you predicted ln 6 = 1.79"),
+    (round(math.log(4), 2), "raw_entropy_4_words", "you predicted ln 4"),
+    (2.0, "outside_0_1", "between 0"), (-0.5, "outside_0_1", "between 0"),
 ])
-def test_zero_query_wrong_predictions_get_the_explanation(prediction, phrase) -> None:
+def test_zero_query_wrong_predictions_get_the_explanation(prediction, mistake, phrase) -> None:
     result = lesson08.check_zero_query_prediction(prediction)
     assert_fail(result, phrase)
+    assert result.mistake == mistake
     assert "average of its values" in result.message
 
 
-@pytest.mark.parametrize("prediction", ["one", True, [1.0]])
+@pytest.mark.parametrize("mistake", lesson08.MISTAKES["check_zero_query_prediction"][:-1], ids=lambda m: m.name)
+def test_every_wrong_prediction_gets_its_own_hint(mistake) -> None:
+    assert_named(lesson08.check_zero_query_prediction(mistake.wrong), mistake)
+
+
+@pytest.mark.parametrize("prediction", ["one", True, [1.0], float("nan")])
 def test_zero_query_prediction_must_be_a_number(prediction) -> None:
-    assert_fail(lesson08.check_zero_query_prediction(prediction), "should be a number")
+    result = lesson08.check_zero_query_prediction(prediction)
+    assert_fail(result, "should be a number")
+    assert result.mistake == "wrong_type"
 
 
 def test_zero_query_prediction_not_done() -> None:

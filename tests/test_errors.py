@@ -138,6 +138,89 @@ def test_mha_rejects_source_kv_of_a_different_batch_size(device: torch.device) -
         mha(torch.randn(2, 3, 8, device=device), source_kv=source_kv)
 
 
+# Contradictory combinations of source, source_kv (cross-attention K/V) and kv_cache (self-attention K/V cache).
+# Each message names what was passed and what to pass instead; nothing reaches the cache.
+
+
+def _mha_inputs(device: torch.device) -> tuple[cl.MultiHeadAttention, torch.Tensor, torch.Tensor, cl.SourceKV]:
+    mha = cl.MultiHeadAttention(8, 2).to(device)
+    x, source = torch.randn(2, 3, 8, device=device), torch.randn(2, 4, 8, device=device)  # [B, T, d], [B, S, d]
+    return mha, x, source, mha.project_source(source)  # source_kv: k, v [2, 2, 4, 4]
+
+
+def test_mha_rejects_source_together_with_source_kv(device: torch.device) -> None:
+    mha, x, source, source_kv = _mha_inputs(device)
+    with pytest.raises(ValueError, match=expect("got both source and source_kv", "pass the source",
+                                                "or source_kv = project_source(source)", "not both",
+                                                "source is a Tensor [2, 4, 8]",
+                                                "source_kv is SourceKV(k [2, 2, 4, 4], v [2, 2, 4, 4])")):
+        mha(x, source, source_kv=source_kv)
+
+
+def test_mha_rejects_a_self_attention_cache_with_source_kv(device: torch.device) -> None:
+    mha, x, _, source_kv = _mha_inputs(device)
+    cache = cl.KVCache()
+    with pytest.raises(ValueError, match=expect("got both kv_cache and source_kv",
+                                                "kv_cache is a self-attention K/V cache",
+                                                "source_kv is the cross-attention K/V",
+                                                "use kv_cache for self-attention", "or source_kv for cross-attention",
+                                                "kv_cache is a KVCache",
+                                                "source_kv is SourceKV(k [2, 2, 4, 4]")):
+        mha(x, kv_cache=cache, source_kv=source_kv)
+    assert cache.length == 0  # the source's keys never reached the self-attention cache
+
+
+def test_mha_rejects_a_self_attention_cache_with_a_source(device: torch.device) -> None:
+    mha, x, source, _ = _mha_inputs(device)
+    cache = cl.KVCache()
+    with pytest.raises(ValueError, match=expect("got kv_cache together with a source",
+                                                "kv_cache is a self-attention K/V cache",
+                                                "the source's keys would be appended to it",
+                                                "project_source(source) and pass source_kv=",
+                                                "forward(x, kv_cache=...) without a source",
+                                                "source is a Tensor [2, 4, 8]", "kv_cache is a KVCache")):
+        mha(x, source, kv_cache=cache)
+    assert cache.length == 0
+
+
+def test_mha_rejects_source_source_kv_and_kv_cache_all_together(device: torch.device) -> None:
+    mha, x, source, source_kv = _mha_inputs(device)
+    cache = cl.KVCache()
+    with pytest.raises(ValueError, match=expect("got both source and source_kv", "source is a Tensor [2, 4, 8]",
+                                                "source_kv is SourceKV(k [2, 2, 4, 4]")):
+        mha(x, source, kv_cache=cache, source_kv=source_kv)
+    assert cache.length == 0
+
+
+def test_mha_rejects_a_kv_cache_without_append(device: torch.device) -> None:
+    mha, x, _, source_kv = _mha_inputs(device)
+    with pytest.raises(ValueError, match=expect("kv_cache must be a self-attention K/V cache with append(k, v)",
+                                                "course_lib.KVCache()",
+                                                "got a tuple of 2 tensors [2, 2, 4, 4], [2, 2, 4, 4]")):
+        mha(x, kv_cache=tuple(source_kv))  # the cross-attention K/V passed where the cache goes
+
+
+@pytest.mark.parametrize("what", ["tensor", "wrong-heads", "k-v-differ"])
+def test_mha_rejects_a_source_kv_that_is_not_per_head_keys_and_values(device: torch.device, what: str) -> None:
+    mha, x, source, source_kv = _mha_inputs(device)
+    bad, actual = {
+        "tensor": (source, "got a Tensor [2, 4, 8]"),  # the unprojected source passed as source_kv
+        "wrong-heads": (cl.SourceKV(source_kv.k.reshape(2, 1, 4, 8), source_kv.v.reshape(2, 1, 4, 8)),
+                        "got k [2, 1, 4, 8], v [2, 1, 4, 8]"),
+        "k-v-differ": (cl.SourceKV(source_kv.k, source_kv.v[:, :, :3]), "got k [2, 2, 4, 4], v [2, 2, 3, 4]"),
+    }[what]
+    with pytest.raises(ValueError, match=expect("source_kv must be SourceKV(k, v) from project_source",
+                                                "[B, H=2, S, d_head=4]", actual)):
+        mha(x, source_kv=bad)
+
+
+def test_decoder_layer_rejects_neither_memory_nor_cross_kv(device: torch.device) -> None:
+    layer = cl.DecoderLayer(8, 2, 16).to(device)
+    with pytest.raises(ValueError, match=expect("the cross-attention needs a source", "pass memory",
+                                                "or cross_kv", "got neither")):
+        layer(torch.randn(2, 3, 8, device=device), None)
+
+
 @pytest.mark.parametrize("empty", ["x", "source"])
 def test_mha_rejects_an_empty_sequence(device: torch.device, empty: str) -> None:
     mha = cl.MultiHeadAttention(8, 2).to(device)
@@ -336,7 +419,7 @@ def test_generation_rejects_an_unknown_cache_mode(model: cl.Seq2SeqTransformer, 
                                                   search: str) -> None:
     model = model.to(device)
     src = ids(2, 3, device=device)
-    with pytest.raises(ValueError, match=expect("cache must be one of ('none', 'encoder', 'memory_kv', 'full')",
+    with pytest.raises(ValueError, match=expect("cache must be one of ('none', 'encoder', 'cross_kv', 'full')",
                                                 "got 'kv'")):
         if search == "greedy":
             cl.greedy_decode(model, src, bos_id=1, max_new_tokens=3, cache="kv")  # type: ignore[arg-type]

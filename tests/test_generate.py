@@ -198,12 +198,12 @@ def test_decoder_cache_nbytes_is_the_sum_of_its_tensors(device: torch.device, dt
         cache = model.new_cache(memory)
         for _ in range(3):
             model.decode(torch.full((4, 1), BOS, device=device), memory, model.source_mask(src), cache=cache)
-    tensors = [t for kv in cache.memory_kv for t in kv] + [t for c in cache.self_kv for t in (c.k, c.v)]
+    tensors = [t for kv in cache.cross_kv for t in kv] + [t for c in cache.self_kv for t in (c.k, c.v)]
     assert cache.nbytes() == sum(t.numel() * t.element_size() for t in tensors)
     item = torch.finfo(dtype).bits // 8
     assert cache.nbytes() == 2 * 2 * 4 * 2 * (5 + 3) * 8 * item  # layers * (k, v) * B * H * (S + T) * d_head
-    memory_only = model.new_cache(memory, self_kv=False)
-    assert memory_only.nbytes() == 2 * 2 * 4 * 2 * 5 * 8 * item
+    cross_kv_only = model.new_cache(memory, self_kv=False)
+    assert cross_kv_only.nbytes() == 2 * 2 * 4 * 2 * 5 * 8 * item
 
 
 def test_decoding_in_chunks_with_a_cache_matches_decoding_at_once(device: torch.device) -> None:
@@ -211,14 +211,14 @@ def test_decoding_in_chunks_with_a_cache_matches_decoding_at_once(device: torch.
     tgt = torch.tensor([[1, 4, 2, 7, 3, 9]] * 4, device=device)
     with torch.no_grad():
         memory, _ = model.encode(src)
-        expected, _, _ = model.decode(tgt, memory, model.source_mask(src))
+        expected = model.decode(tgt, memory, model.source_mask(src)).logits
         cache = model.new_cache(memory)
         chunks = [model.decode(tgt[:, a:b], memory, model.source_mask(src), cache=cache)[0]
                   for a, b in ((0, 2), (2, 3), (3, 6))]  # the last chunk uses causal_mask(3, 6)
     assert_close(torch.cat(chunks, dim=1), expected, atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("self_kv", [True, False], ids=["full-cache", "memory-kv-only"])
+@pytest.mark.parametrize("self_kv", [True, False], ids=["full-cache", "cross-kv-only"])
 def test_a_stale_cache_from_another_source_changes_the_logits(device: torch.device, self_kv: bool) -> None:
     """A cache holds the cross-attention keys and values of the source it was built for: reusing it
     for another source must not go unnoticed (this is what a cache-invalidation bug looks like)."""
@@ -230,11 +230,48 @@ def test_a_stale_cache_from_another_source_changes_the_logits(device: torch.devi
         memory_a, _ = model.encode(src_a)
         memory_b, _ = model.encode(src_b)
         mask_b = model.source_mask(src_b)
-        uncached, _, _ = model.decode(bos, memory_b, mask_b)
-        fresh, _, _ = model.decode(bos, memory_b, mask_b, cache=model.new_cache(memory_b, self_kv=self_kv))
-        stale, _, _ = model.decode(bos, memory_b, mask_b, cache=model.new_cache(memory_a, self_kv=self_kv))
+        uncached = model.decode(bos, memory_b, mask_b).logits
+        fresh = model.decode(bos, memory_b, mask_b, cache=model.new_cache(memory_b, self_kv=self_kv)).logits
+        stale = model.decode(bos, memory_b, mask_b, cache=model.new_cache(memory_a, self_kv=self_kv)).logits
     assert_close(fresh, uncached, atol=1e-10, rtol=1e-10)
     assert float((stale - fresh).abs().amax(dim=-1).min()) > 1e-3  # every row is affected
+
+
+def test_decode_returns_named_logits_and_per_layer_weights(device: torch.device) -> None:
+    model, src = tiny_model(device.type), sources(device)
+    tgt = torch.tensor([[1, 4, 2]] * 4, device=device)
+    with torch.no_grad():
+        memory, _ = model.encode(src)
+        out = model.decode(tgt, memory, model.source_mask(src), need_weights=True)
+        plain = model.decode(tgt, memory, model.source_mask(src))
+    assert isinstance(out, cl.DecoderOutput) and out.logits.shape == (4, 3, TGT_VOCAB)
+    assert [w.shape for w in out.self_weights] == [(4, 2, 3, 3)] * 2  # [B, H, T, T] per decoder layer
+    assert [w.shape for w in out.cross_weights] == [(4, 2, 3, 5)] * 2  # [B, H, T, S] per decoder layer
+    assert plain.self_weights == [] and plain.cross_weights == []
+    assert_close(plain.logits, out.logits)
+
+
+def test_cross_kv_gives_the_same_layer_output_as_memory(device: torch.device) -> None:
+    model, src = tiny_model(device.type, torch.float64), sources(device)
+    layer = model.decoder.layers[0]
+    y = torch.randn(4, 3, 16, device=device, dtype=torch.float64)  # [B, T, d_model]
+    with torch.no_grad():
+        memory, _ = model.encode(src)
+        from_memory = layer(y, memory, memory_mask=model.source_mask(src))
+        cross_kv = layer.cross_attn.project_source(memory)
+        from_cross_kv = layer(y, None, memory_mask=model.source_mask(src), cross_kv=cross_kv)
+    assert_close(from_cross_kv.y, from_memory.y, atol=1e-12, rtol=1e-12)
+    assert [t.shape for t in cross_kv] == [(4, 2, 5, 8)] * 2  # the cross-attention K/V: [B, H, S, d_head]
+
+
+def test_self_attention_cache_accepts_x_passed_as_its_own_source(device: torch.device) -> None:
+    """``forward(x, x, kv_cache=...)`` is self-attention written out: allowed, and the same as ``forward(x, ...)``."""
+    mha = cl.MultiHeadAttention(8, 2).to(device)
+    steps = torch.randn(3, 2, 1, 8, device=device)  # 3 steps of x [B=2, 1, d_model]
+    plain, explicit = cl.KVCache(), cl.KVCache()
+    for x in steps:
+        assert_close(mha(x, x, kv_cache=explicit)[0], mha(x, kv_cache=plain)[0])
+    assert explicit.length == plain.length == 3
 
 
 def test_generating_twice_does_not_leak_state_between_calls(device: torch.device) -> None:

@@ -1,10 +1,13 @@
 """metrics.attention_entropy and metrics.ablated_heads (lesson 08): values pinned against PyTorch's
-Categorical entropy and against attention computed with one head's context removed by hand."""
+Categorical entropy and against attention computed with one head's context removed by hand; lesson 07's
+first_error and score (on test_head_analysis's small model and split). The split-wide head measures are
+tested in test_head_analysis.py."""
 from __future__ import annotations
 
 import math
 
 import pytest
+import test_head_analysis
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +16,7 @@ import course_lib as cl
 from course_lib import metrics
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+toy = test_head_analysis.toy  # the module-scoped fixture: a small random model and a split
 
 
 def _softmax_rows(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -141,3 +145,31 @@ def test_ablated_heads_rejects_heads_the_model_lacks(heads) -> None:
     with pytest.raises(ValueError, match="layer < 2 and head < 4"):
         with metrics.ablated_heads(_model(), heads):
             pass
+
+
+# --- lesson 07: first_error and score -----------------------------------------------------------------------
+@pytest.mark.parametrize("prediction, reference, expected", [
+    ("a b c", "a b c", None), ("a x c", "a b c", 1), ("a b", "a b c", 2), ("a b c d", "a b c", 3), ("", "a", 0),
+])
+def test_first_error_is_the_first_reference_position_gotten_wrong(prediction, reference, expected) -> None:
+    assert metrics.first_error(prediction.split(), reference.split()) == expected
+
+
+def test_first_error_segments_count_the_markers_before_the_first_error() -> None:
+    references = ["a b e c d e f", "a b e c d e f", "a b e c d e f", "a b e c", "a b"]
+    # right; in clause 2; clause 3 left out (its conjunction is the first error); in clause 1; one word too many
+    predictions = ["a b e c d e f", "a b e x d e f", "a b e c d", "a x", "a b c"]
+    result = metrics.first_error_segments([p.split() for p in predictions], [r.split() for r in references], {"e"})
+    assert result == {0: 2, 1: 1, 2: 1}
+
+
+def test_first_error_refuses_strings() -> None:
+    with pytest.raises(ValueError, match="lists of words"):
+        metrics.first_error("a b", ["a", "b"])
+
+
+def test_score_of_translations_equals_evaluate(toy) -> None:
+    model, data = toy
+    predictions = metrics.translate_data(model, data)
+    scores = metrics.score(predictions, [list(e.target) for e in data.examples])
+    assert scores == metrics.evaluate(model, data)

@@ -172,3 +172,5 @@ def test_wheel_ships_every_subpackage(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in (ROOT / "course_lib").rglob("*.py"):
         assert module.relative_to(ROOT).as_posix() in names
+    stored = list((ROOT / "course_lib" / "assets").glob("*.json"))  # lesson 00's payoff data
+    assert stored and all(path.relative_to(ROOT).as_posix() in names for path in stored)

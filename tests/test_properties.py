@@ -194,8 +194,8 @@ def test_appending_source_padding_leaves_encoder_and_decoder_outputs_unchanged(
     with torch.no_grad():
         memory, _ = model.encode(src)  # SDPA path
         memory_longer, encoder_weights = model.encode(longer, need_weights=True)  # hand-written path
-        logits, _, _ = model.decode(tgt, memory, model.source_mask(src))
-        logits_longer, _, _ = model.decode(tgt, memory_longer, model.source_mask(longer))
+        logits = model.decode(tgt, memory, model.source_mask(src)).logits
+        logits_longer = model.decode(tgt, memory_longer, model.source_mask(longer)).logits
         hand_logits_longer, _, cross_weights = model.decode(tgt, memory_longer, model.source_mask(longer),
                                                             need_weights=True)
     real = src != PAD  # [B, S]

@@ -269,7 +269,8 @@ def test_load_or_train_trains_once_then_loads(tmp_path, monkeypatch: pytest.Monk
 
     def fake_train(**kwargs):
         calls.append(kwargs)
-        return Translator(tiny_model(data["train"]), data["train"].src_vocab, data["train"].tgt_vocab), None, None
+        translator = Translator(tiny_model(data["train"]), data["train"].src_vocab, data["train"].tgt_vocab)
+        return training.TrainingRun(translator, training.History(), {})
 
     monkeypatch.setattr(training, "train_toy_translator", fake_train)
     path = tmp_path / "model.pt"

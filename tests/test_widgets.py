@@ -233,3 +233,19 @@ def test_beam_search(translator: Translator) -> None:
 def test_an_unreachable_initial_selection_is_refused() -> None:
     with pytest.raises(ValueError, match=r"0 <= layer < 1, head = MEAN or 0 <= head < 3, 0 <= query < 5"):
         AttentionExplorer(torch.rand(3, 5, 7), Q_LABELS, K_LABELS, head=3)
+
+
+def test_explorer_axis_labels_follow_the_cross_attention_convention() -> None:
+    """Cross-attention explorers label rows by the word being written and columns by the source token."""
+    from course_lib.plotting import SOURCE_TOKEN_LABEL, WRITTEN_WORD_LABEL
+
+    weights = torch.softmax(torch.randn(2, 3, 4), dim=-1)
+    plain = AttentionExplorer(weights, list("abc"), list("wxyz")).draw()
+    labelled = AttentionExplorer(weights, list("abc"), list("wxyz"), row_label=WRITTEN_WORD_LABEL,
+                                 column_label=SOURCE_TOKEN_LABEL).draw()
+    assert plain.axes[0].get_ylabel() != WRITTEN_WORD_LABEL
+    assert (labelled.axes[0].get_ylabel(), labelled.axes[0].get_xlabel()) == (WRITTEN_WORD_LABEL, SOURCE_TOKEN_LABEL)
+    import matplotlib.pyplot as plt
+
+    plt.close(plain)
+    plt.close(labelled)

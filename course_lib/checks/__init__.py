@@ -1,23 +1,35 @@
 """Exercise checkers: ``course_lib.checks.lessonNN.check_...(your_answer)`` shows a pass, a specific
 hint, or "not done yet", and never raises because of your code. One module per lesson, loaded on
-first use."""
+first use. How a checker is built (named mistakes as data): see ``course_lib/checks/_harness.py``."""
 import importlib
 import re
 
 from ._harness import (
+    GENERIC_MISTAKES,
+    Case,
     CheckResult,
     Hint,
+    Mistake,
     NotDone,
+    as_float,
+    as_int,
+    as_shape,
     call_learner,
+    check_answer,
     checker,
     compare,
+    expect_int,
     expect_shape,
     expect_tensor,
     is_close,
+    isolated_state,
+    run_cases,
+    same,
 )
 
-__all__ = ["CheckResult", "Hint", "NotDone", "call_learner", "checker", "compare", "expect_shape", "expect_tensor",
-    "is_close",
+__all__ = ["GENERIC_MISTAKES", "Case", "CheckResult", "Hint", "Mistake", "NotDone", "as_float", "as_int", "as_shape",
+    "call_learner", "check_answer", "checker", "compare", "expect_int", "expect_shape", "expect_tensor", "is_close",
+    "isolated_state", "run_cases", "same",
 ]
 
 

@@ -1,119 +1,133 @@
 """Checkers for the exercises of lesson 01 (self-attention from scratch).
 
-References: ``F.scaled_dot_product_attention`` for outputs and ``course_lib.scaled_dot_product_attention``
-for weights. Each typical wrong answer (no scale, scale by d_k, softmax over queries, keys not
-transposed, inverted mask, mask after softmax, NaN on a fully masked row, ...) is computed and
-named in its hint.
+Each exercise is its reference, its cases and its list of named mistakes (``MISTAKES``), run by
+``_harness.run_cases``. References: ``F.scaled_dot_product_attention`` for outputs and
+``course_lib.scaled_dot_product_attention`` for weights.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import shape_str
 from ..attention import scaled_dot_product_attention
-from ._harness import Hint, NotDone, call_learner, checker, compare, expect_tensor, is_close
+from ._harness import Case, Hint, Mistake, NotDone, as_float, checker, run_cases, same, short_repr
 
-_TRANSPOSE_TIP = (" If the error is about matrix sizes: the scores are q @ k.transpose(-2, -1), which transposes the "
+_TRANSPOSE_TIP = ("If the error is about matrix sizes: the scores are q @ k.transpose(-2, -1), which transposes the "
                   "keys' last two dims for any number of leading dims (k.T and k.transpose(1, 2) do not).")
-
-
-class _Case(NamedTuple):
-    name: str
-    q: Tensor
-    k: Tensor
-    v: Tensor
-    mask: Tensor | None = None
+_ERROR_TIPS = [("RuntimeError", _TRANSPOSE_TIP)]
+_PAIR = ("output", "attn_weights")
 
 
 def _randn(*shape: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
     return torch.randn(*shape, generator=gen, dtype=dtype)
 
 
-def _case(name: str, batch: tuple[int, ...], t_q: int, t_k: int, d_k: int, d_v: int, *, seed: int,
-          dtype: torch.dtype = torch.float32, mask: Tensor | None = None) -> _Case:
+def _qkv(batch: tuple[int, ...], t_q: int, t_k: int, d_k: int, d_v: int, *, seed: int,
+         dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
     gen = torch.Generator().manual_seed(seed)
     q, k, v = (_randn(*batch, t, d, gen=gen, dtype=dtype) for t, d in ((t_q, d_k), (t_k, d_k), (t_k, d_v)))
-    return _Case(name, q, k, v, mask)
+    return q, k, v
 
 
-def _run(fn: Any, case: _Case, what: str) -> tuple[Tensor, Tensor]:
-    """Call the learner on a copy of the case; check it returns (output, attn_weights) of the right shapes."""
-    args = [x.clone() for x in (case.q, case.k, case.v)] + ([case.mask.clone()] if case.mask is not None else [])
-    try:
-        result = call_learner(fn, *args, what=what)
-    except Hint as hint:
-        tip = _TRANSPOSE_TIP if "RuntimeError" in str(hint) else ""
-        raise Hint(f"case '{case.name}': {str(hint).rstrip('.')}.{tip}") from None
-    if any(not torch.equal(a, b) for a, b in zip(args, (case.q, case.k, case.v, case.mask))):
-        raise Hint(f"{what} changed its inputs in place (e.g. `q /= ...`): compute new tensors instead")
-    out_shape = (*case.q.shape[:-1], case.v.shape[-1])  # [..., T_q, d_v]
-    w_shape = (*case.q.shape[:-1], case.k.shape[-2])  # [..., T_q, T_k]
-    if isinstance(result, Tensor):
-        raise Hint(f"{what} returned one tensor of shape {shape_str(result.shape)}; return a pair "
-                   "(output, attn_weights)")
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise Hint(f"{what} should return a pair (output, attn_weights); got {type(result).__name__}")
-    output, weights = result
-    if (isinstance(output, Tensor) and isinstance(weights, Tensor) and tuple(output.shape) == w_shape
-            and tuple(weights.shape) == out_shape):
-        raise Hint(f"case '{case.name}': you returned (attn_weights, output); the order is (output, attn_weights)")
-    if isinstance(output, Tensor) and case.k.shape[-1] != case.v.shape[-1] and output.shape[-1] == case.k.shape[-1]:
-        raise Hint(f"case '{case.name}': the output has the keys' width d_k = {case.k.shape[-1]}, not the values' "
-                   f"d_v = {case.v.shape[-1]}: it should be a weighted sum of the values, attn_weights @ v")
-    output = expect_tensor(output, f"the output of {what} in case '{case.name}'", out_shape)
-    weights = expect_tensor(weights, f"attn_weights of {what} in case '{case.name}'", w_shape)
-    for name, x in (("output", output), ("attn_weights", weights)):
-        if x.dtype != case.q.dtype:
-            raise Hint(f"case '{case.name}': {name} has dtype {x.dtype}, but the inputs are {case.q.dtype}; "
-                       "keep the inputs' dtype (no .float(), no new float32 tensors)")
-    return output, weights
+def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None, dim: int = -1,
+                       keys: Callable[[Tensor], Tensor] = lambda k: k.transpose(-2, -1)) -> tuple[Tensor, Tensor]:
+    """Unmasked attention, with one knob per typical mistake."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    weights = torch.softmax(q @ keys(k) * scale, dim=dim)  # [..., T_q, T_k]
+    return weights @ v, weights
 
 
-def _softmax_scores(case: _Case, scale: float, dim: int = -1, transpose: bool = True) -> Tensor:
-    keys = case.k.transpose(-2, -1) if transpose else case.k
-    return torch.softmax(case.q @ keys * scale, dim=dim)
+# --- Exercise 1 · attention(q, k, v) --------------------------------------------------------------
+
+def attention_reference(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """``(output [..., T_q, d_v], attn_weights [..., T_q, T_k])``."""
+    return F.scaled_dot_product_attention(q, k, v), scaled_dot_product_attention(q, k, v)[1]
 
 
-def _basic_cases() -> list[_Case]:
-    return [
-        _case("T_q != T_k (3 queries, 5 keys)", (2,), 3, 5, 5, 4, seed=2),
-        _case("batch of 1", (1,), 4, 6, 8, 8, seed=1),
-        _case("float64", (2,), 5, 5, 16, 3, seed=3, dtype=torch.float64),
-        _case("a heads dim [B, H, T, d]", (2, 3), 4, 6, 8, 2, seed=4),
-    ]
+ATTENTION_CASES = [
+    Case("T_q != T_k (3 queries, 5 keys)", _qkv((2,), 3, 5, 5, 4, seed=2)),
+    Case("batch of 1", _qkv((1,), 4, 6, 8, 8, seed=1)),
+    Case("float64", _qkv((2,), 5, 5, 16, 3, seed=3, dtype=torch.float64)),
+    Case("a heads dim [B, H, T, d]", _qkv((2, 3), 4, 6, 8, 2, seed=4)),
+]
+
+
+def _no_softmax(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return scores @ v, scores
+
+
+def _scale_after_softmax(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1) / math.sqrt(q.shape[-1])
+    return weights @ v, weights
+
+
+def _returns_scores(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    return attention_reference(q, k, v)[0], q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+ATTENTION_MISTAKES = [
+    Mistake("no_scale", "the weights are softmax(q @ k^T) without the scale: divide the scores by sqrt(d_k) "
+            "before the softmax", lambda q, k, v: _softmax_attention(q, k, v, scale=1.0)),
+    Mistake("scale_by_d_k", "you divided the scores by d_k; the scale is 1/sqrt(d_k) (math.sqrt(d_k))",
+            lambda q, k, v: _softmax_attention(q, k, v, scale=1 / q.shape[-1])),
+    Mistake("scale_multiplied", "you multiplied the scores by sqrt(d_k); divide them by it",
+            lambda q, k, v: _softmax_attention(q, k, v, scale=q.shape[-1] ** 0.5)),
+    Mistake("scale_by_d_v", "you scaled by sqrt(d_v), the values' width; the scale is 1/sqrt(d_k), with d_k the "
+            "width of the queries and keys (q.shape[-1])",
+            lambda q, k, v: _softmax_attention(q, k, v, scale=v.shape[-1] ** -0.5)),
+    Mistake("scale_by_length", "you scaled by the square root of a sequence length; the scale is 1/sqrt(d_k), "
+            "with d_k the *last* dim of q and k (q.shape[-1])",
+            lambda q, k, v: _softmax_attention(q, k, v, scale=k.shape[-2] ** -0.5)),
+    Mistake("scale_by_query_length", "you scaled by the square root of the number of queries; the scale is "
+            "1/sqrt(d_k), with d_k the *last* dim of q and k (q.shape[-1])",
+            lambda q, k, v: _softmax_attention(q, k, v, scale=q.shape[-2] ** -0.5)),
+    Mistake("scale_after_softmax", "you divided by sqrt(d_k) after the softmax, so the rows no longer sum to 1: "
+            "scale the scores, then take the softmax", _scale_after_softmax),
+    Mistake("softmax_over_queries", "the softmax runs over the queries (dim=-2), so columns sum to 1; each "
+            "query's row must sum to 1: use dim=-1", lambda q, k, v: _softmax_attention(q, k, v, dim=-2)),
+    Mistake("no_softmax", "the weights are the scaled scores themselves: apply torch.softmax(scores, dim=-1) "
+            "to turn them into weights that sum to 1", _no_softmax),
+    Mistake("keys_not_transposed", "you multiplied q by k instead of by k transposed: use q @ k.transpose(-2, -1)",
+            lambda q, k, v: _softmax_attention(q, k, v, keys=lambda k: k)),
+    Mistake("transpose_1_2", "k.transpose(1, 2) swaps the wrong axes when there is a heads dim [B, H, T, d]: "
+            "use k.transpose(-2, -1), which transposes the last two dims for any number of leading dims",
+            lambda q, k, v: _softmax_attention(q, k, v, keys=lambda k: k.transpose(1, 2)),
+            applies_when=lambda case: case.args[0].ndim >= 4),
+    Mistake("k_dot_T", "k.T reverses *all* dims of a 3-D or 4-D tensor, not the last two: use "
+            "k.transpose(-2, -1)", lambda q, k, v: _softmax_attention(q, k, v, keys=lambda k: k.permute(
+                *range(k.ndim - 1, -1, -1)))),
+    Mistake("scores_with_values", "the scores use the values: they are q @ k.transpose(-2, -1), queries against "
+            "keys; the values only come in after the softmax",
+            lambda q, k, v: _softmax_attention(q, v, v)),
+    Mistake("output_from_keys", "the output is a weighted sum of the keys; it should be a weighted sum of the "
+            "values: attn_weights @ v", lambda q, k, v: (_softmax_attention(q, k, v)[1] @ k,
+                                                         _softmax_attention(q, k, v)[1])),
+    Mistake("output_from_scores", "the output uses the raw scores; use the softmax weights: attn_weights @ v",
+            lambda q, k, v: (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5 @ v, _softmax_attention(q, k, v)[1])),
+    Mistake("returned_scores", "the second item is the scores before the softmax; return the weights "
+            "(softmax of the scaled scores), whose rows sum to 1", _returns_scores),
+]
 
 
 @checker("Exercise 1 · attention(q, k, v)")
 def check_attention(attention: Callable[..., Any]) -> str:
     """``attention(q, k, v) -> (output [..., T_q, d_v], attn_weights [..., T_q, T_k])``, no mask."""
-    for case in _basic_cases():
-        output, weights = _run(attention, case, "attention(q, k, v)")
-        d_k = case.q.shape[-1]
-        expected_weights = scaled_dot_product_attention(case.q, case.k, case.v)[1]
-        mistakes = [
-            (_softmax_scores(case, 1.0), "the weights are softmax(q @ k^T) without the scale: divide the scores "
-                                         "by sqrt(d_k) before the softmax"),
-            (_softmax_scores(case, 1 / d_k), "you divided the scores by d_k; the scale is 1/sqrt(d_k) "
-                                             "(math.sqrt(d_k))"),
-            (_softmax_scores(case, d_k**-0.5, dim=-2), "the softmax runs over the queries (dim=-2), so columns "
-                                                       "sum to 1; each query's row must sum to 1: use dim=-1"),
-        ]
-        if case.k.shape[-2] == d_k:  # only here does q @ k (no transpose) run at all
-            mistakes.append((_softmax_scores(case, d_k**-0.5, transpose=False),
-                             "you multiplied q by k instead of by k transposed: use q @ k.transpose(-2, -1)"))
-        compare(weights, expected_weights, what="attn_weights", case=case.name, mistakes=mistakes)
-        compare(output, F.scaled_dot_product_attention(case.q, case.k, case.v), what="output", case=case.name,
-                mistakes=[(weights @ case.k, "the output is a weighted sum of the keys; it should be a weighted sum "
-                                             "of the values: attn_weights @ v"),
-                          (case.q @ case.k.transpose(-2, -1) * d_k**-0.5 @ case.v,
-                           "the output uses the raw scores; use the softmax weights: attn_weights @ v")])
-    return "matches F.scaled_dot_product_attention on a batch of 1, T_q != T_k, float64 and a heads dim"
+    return run_cases(attention, reference=attention_reference, cases=ATTENTION_CASES, mistakes=ATTENTION_MISTAKES,
+                     what="attention(q, k, v)", outputs=_PAIR, error_tips=_ERROR_TIPS,
+                     passed="matches F.scaled_dot_product_attention on a batch of 1, T_q != T_k, float64 and a "
+                            "heads dim")
+
+
+# --- Exercise 2 · masked_attention(q, k, v, mask) -------------------------------------------------
+
+def masked_attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    return scaled_dot_product_attention(q, k, v, mask)
 
 
 def _mixed_mask(shape: tuple[int, ...], seed: int) -> Tensor:
@@ -123,56 +137,81 @@ def _mixed_mask(shape: tuple[int, ...], seed: int) -> Tensor:
     return mask[..., torch.randperm(shape[-1], generator=torch.Generator().manual_seed(seed))]
 
 
-def _masked_cases() -> list[_Case]:
+def _masked_cases() -> list[Case]:
     full_row = _mixed_mask((2, 4, 5), 12)
     full_row[0, 1] = False  # query 1 of batch 0 may see no key at all
     one_full = _mixed_mask((1, 3, 6), 13)
     one_full[0, 2] = False
     return [
-        _case("every row has some keys blocked", (2,), 4, 5, 8, 3, seed=11, mask=_mixed_mask((2, 4, 5), 11)),
-        _case("every key visible", (2,), 3, 4, 8, 3, seed=14, mask=torch.ones(2, 3, 4, dtype=torch.bool)),
-        _case("a fully masked row (batch 0, query 1)", (2,), 4, 5, 8, 3, seed=12, mask=full_row),
-        _case("batch of 1, float64, last query fully masked", (1,), 3, 6, 4, 2, seed=13, dtype=torch.float64,
-              mask=one_full),
+        Case("every row has some keys blocked", (*_qkv((2,), 4, 5, 8, 3, seed=11), _mixed_mask((2, 4, 5), 11))),
+        Case("every key visible", (*_qkv((2,), 3, 4, 8, 3, seed=14), torch.ones(2, 3, 4, dtype=torch.bool))),
+        Case("a fully masked row (batch 0, query 1)", (*_qkv((2,), 4, 5, 8, 3, seed=12), full_row)),
+        Case("batch of 1, float64, last query fully masked",
+             (*_qkv((1,), 3, 6, 4, 2, seed=13, dtype=torch.float64), one_full)),
     ]
+
+
+MASKED_CASES = _masked_cases()
+
+
+def _scores(q: Tensor, k: Tensor) -> Tensor:
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [..., T_q, T_k]
+
+
+def _weights_then_output(weights: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    return weights @ v, weights
+
+
+def _zero_rows_with_any_blocked(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    weights = scaled_dot_product_attention(q, k, v, mask)[1].masked_fill(~mask.all(dim=-1, keepdim=True), 0.0)
+    return weights @ v, weights
+
+
+MASKED_MISTAKES = [
+    Mistake("inverted_mask", "your mask hides the real tokens instead of the blocked ones: True means 'may "
+            "attend', so fill -inf where the mask is False (~mask)",
+            lambda q, k, v, mask: scaled_dot_product_attention(q, k, v, ~mask)),
+    Mistake("mask_after_softmax", "you masked after the softmax, so the rows no longer sum to 1: fill the scores "
+            "with -inf before the softmax",
+            lambda q, k, v, mask: _weights_then_output(torch.softmax(_scores(q, k), -1).masked_fill(~mask, 0.0), v)),
+    Mistake("nan_on_full_rows", "NaN in the fully masked row: softmax of a row that is all -inf is 0/0. Find such "
+            "rows with mask.any(dim=-1) and give them zero weights and output",
+            lambda q, k, v, mask: _weights_then_output(
+                torch.softmax(_scores(q, k).masked_fill(~mask, float("-inf")), -1), v)),
+    Mistake("finite_fill", "the fully masked row got uniform weights 1/T_k (a finite fill like -1e9 makes all "
+            "its scores equal): such a row must get zero weights and a zero output",
+            lambda q, k, v, mask: _weights_then_output(torch.softmax(_scores(q, k).masked_fill(~mask, -1e9), -1), v)),
+    Mistake("zero_fill", "blocked scores were set to 0 (masked_fill with 0, or scores * mask), but exp(0) = 1 "
+            "still gives them weight: fill them with float('-inf')",
+            lambda q, k, v, mask: _weights_then_output(torch.softmax(_scores(q, k).masked_fill(~mask, 0.0), -1), v)),
+    Mistake("ignores_mask", "the mask has no effect: fill the scores with -inf where it is False",
+            lambda q, k, v, mask: _softmax_attention(q, k, v)),
+    Mistake("masked_no_scale", "the scores are not scaled: divide them by sqrt(d_k) before masking and the "
+            "softmax", lambda q, k, v, mask: scaled_dot_product_attention(q, k, v, mask, scale=1.0)),
+    Mistake("masked_softmax_over_queries", "the softmax runs over the queries (dim=-2): each query's weights "
+            "over the keys must sum to 1, so use dim=-1",
+            lambda q, k, v, mask: _weights_then_output(
+                torch.softmax(_scores(q, k).masked_fill(~mask, float("-inf")), -2).nan_to_num(0.0), v)),
+    Mistake("zeroed_wrong_rows", "you zeroed every row with *some* blocked key; only a row where *every* key is "
+            "blocked (mask.any(dim=-1) is False) must be all zeros", _zero_rows_with_any_blocked),
+    Mistake("full_row_output_not_zero", "the weights are right but the fully masked row's output is not zero: "
+            "compute the output from the corrected weights (zeros in that row)",
+            lambda q, k, v, mask: (torch.softmax(_scores(q, k).masked_fill(~mask, -1e9), -1) @ v,
+                                   scaled_dot_product_attention(q, k, v, mask)[1])),
+]
 
 
 @checker("Exercise 2 · masked_attention(q, k, v, mask)")
 def check_masked_attention(masked_attention: Callable[..., Any]) -> str:
     """``masked_attention(q, k, v, mask)`` with a bool mask (True = may attend); fully masked rows give zeros."""
-    for case in _masked_cases():
-        assert case.mask is not None
-        output, weights = _run(masked_attention, case, "masked_attention(q, k, v, mask)")
-        expected_out, expected_weights = scaled_dot_product_attention(case.q, case.k, case.v, case.mask)
-        blocked_rows = ~case.mask.any(dim=-1)  # [B, T_q]
-        if torch.isnan(weights).any() or torch.isnan(output).any():
-            if blocked_rows.any() and not torch.isnan(weights[~blocked_rows]).any():
-                raise Hint(f"case '{case.name}': NaN in the fully masked row: softmax of a row that is all -inf "
-                           "is 0/0. Find such rows with mask.any(dim=-1) and give them zero weights and output")
-            raise Hint(f"case '{case.name}': your result contains NaN where the reference has none")
-        scores = case.q @ case.k.transpose(-2, -1) / math.sqrt(case.q.shape[-1])  # [B, T_q, T_k]
-        mistakes = [
-            (scaled_dot_product_attention(case.q, case.k, case.v, ~case.mask)[1],
-             "your mask hides the real tokens instead of the blocked ones: True means 'may attend', so fill "
-             "-inf where the mask is False (~mask)"),
-            (torch.softmax(scores, dim=-1).masked_fill(~case.mask, 0.0),
-             "you masked after the softmax, so the rows no longer sum to 1: fill the scores with -inf "
-             "before the softmax"),
-            (torch.softmax(scores.masked_fill(~case.mask, -1e9), dim=-1),
-             "the fully masked row got uniform weights 1/T_k (a finite fill like -1e9 makes all its scores "
-             "equal): such a row must get zero weights and a zero output"),
-            (torch.softmax(scores, dim=-1), "the mask has no effect: fill the scores with -inf where it is False"),
-            (scaled_dot_product_attention(case.q, case.k, case.v, case.mask, scale=1.0)[1],
-             "the scores are not scaled: divide them by sqrt(d_k) before masking and the softmax"),
-        ]
-        compare(weights, expected_weights, what="attn_weights", case=case.name, mistakes=mistakes)
-        compare(output, expected_out, what="output", case=case.name, mistakes=[
-            (torch.softmax(scores.masked_fill(~case.mask, -1e9), dim=-1) @ case.v,
-             "the weights are right but the fully masked row's output is not zero")])
-    return "matches the reference with mixed masks, an all-visible mask and fully masked rows (zeros, no NaN)"
+    return run_cases(masked_attention, reference=masked_attention_reference, cases=MASKED_CASES,
+                     mistakes=MASKED_MISTAKES, what="masked_attention(q, k, v, mask)", outputs=_PAIR,
+                     error_tips=_ERROR_TIPS,
+                     passed="matches the reference with mixed masks, an all-visible mask and fully masked rows "
+                            "(zeros, no NaN)")
 
 
-# --- predict, then verify -------------------------------------------------------------------------
+# --- Exercise 3 · predict, then verify: no scale, growing d_k ----------------------------------------
 
 SCALE_STATEMENTS = {
     "A": "Not much changes: softmax normalises the scores, so the weights look alike at every d_k.",
@@ -180,6 +219,15 @@ SCALE_STATEMENTS = {
     "C": "The weights get flatter: every weight approaches 1/T_k (uniform attention).",
     "D": "The weights turn into NaN once d_k is large, because exp() overflows.",
 }
+SCALE_ANSWER = "B"
+SCALE_MISTAKES = [
+    Mistake("softmax_hides_the_spread", "Softmax fixes the sum of the weights, not their spread. The raw scores' "
+            "std grows like sqrt(d_k), and exp() turns a wide spread of scores into one dominant weight.", "A"),
+    Mistake("flatter", "It goes the other way: bigger score gaps make softmax sharper, not flatter (flatter is what "
+            "you get when scores shrink, e.g. when you divide by too much).", "C"),
+    Mistake("overflow", "torch.softmax subtracts each row's max before exp(), so it never overflows; the real "
+            "problem is saturation, and with it vanishing gradients.", "D"),
+]
 
 
 def max_weight_experiment(d_ks: tuple[int, ...] = (4, 16, 64, 256, 1024), t_k: int = 16,
@@ -201,29 +249,33 @@ def check_scale_prediction(prediction: Any) -> str:
     """``prediction``: one letter of ``SCALE_STATEMENTS``; the verdict quotes the measured max weights."""
     if prediction is None or (isinstance(prediction, str) and not prediction.strip()):
         raise NotDone("not done yet: set `prediction` to one letter, A, B, C or D")
-    letter = str(prediction).strip().upper().rstrip(".)")
+    letter = prediction.strip().upper().rstrip(".)") if isinstance(prediction, str) else None
     if letter not in SCALE_STATEMENTS:
-        raise Hint(f"answer with one letter, A, B, C or D; got {prediction!r}")
+        raise Hint(f"answer with one letter, A, B, C or D; got {short_repr(prediction)}", mistake="wrong_type")
     measured = max_weight_experiment()
     raw = " → ".join(f"{w:.2f}" for w in measured["raw"])
     scaled = f"{min(measured['scaled']):.2f}–{max(measured['scaled']):.2f}"
     facts = (f"Measured mean max weight without the scale for d_k = 4 → 1024: {raw} (one-hot is 1.00; "
              f"uniform over 16 keys is 0.06); with the scale it stays at {scaled}.")
-    why = {
-        "A": "Softmax fixes the sum of the weights, not their spread. The raw scores' std grows like sqrt(d_k), "
-             "and exp() turns a wide spread of scores into one dominant weight.",
-        "C": "It goes the other way: bigger score gaps make softmax sharper, not flatter (flatter is what "
-             "you get when scores shrink, e.g. when you divide by too much).",
-        "D": "torch.softmax subtracts each row's max before exp(), so it never overflows; the real problem is "
-             "saturation, and with it vanishing gradients.",
-    }
-    if letter != "B":
-        raise Hint(f"not {letter}. {why[letter]} {facts}")
+    mistake = next((m for m in SCALE_MISTAKES if m.wrong == letter), None)
+    if mistake is not None:
+        raise Hint(f"not {letter}. {mistake.hint} {facts}", mistake=mistake.name)
     return (f"right. {facts} The scores' std grows like sqrt(d_k), the softmax saturates, and its gradient "
             "vanishes; dividing by sqrt(d_k) keeps the std at 1.")
 
 
+# --- Exercise 4 · predict, then verify: a duplicated key ---------------------------------------------
+
 DUPLICATE_WEIGHTS = (0.5, 0.3, 0.2)  # keys A, B, C
+_P_A = DUPLICATE_WEIGHTS[0]
+DUPLICATE_MISTAKES = [
+    Mistake("copies_share_weight", "the copies do not share A's old weight: softmax scores every key on its own, "
+            "so exp(s_A) now appears twice in the sum.", [_P_A / 2, *DUPLICATE_WEIGHTS[1:], _P_A / 2]),
+    Mistake("old_weights_kept", "the old weights cannot all stay: with the copy they would sum to 1.5, but softmax "
+            "weights always sum to 1.", [*DUPLICATE_WEIGHTS, _P_A]),
+    Mistake("copy_gets_no_weight", "A and its copy have the same key, so the same score, so the same weight "
+            "(the copy does not get 0).", [*DUPLICATE_WEIGHTS, 0.0]),
+]
 
 
 def duplicate_key_experiment(weights: tuple[float, ...] = DUPLICATE_WEIGHTS) -> tuple[Tensor, Tensor]:
@@ -237,30 +289,52 @@ def duplicate_key_experiment(weights: tuple[float, ...] = DUPLICATE_WEIGHTS) -> 
     return before, after
 
 
+def _four_numbers(predicted_weights: Any) -> list[float]:
+    """The learner's 4 weights as floats (a list, tuple, numpy array or tensor of numbers)."""
+    if isinstance(predicted_weights, (str, bytes, dict)) or not hasattr(predicted_weights, "__len__"):
+        raise Hint(f"give 4 numbers, e.g. [0.1, 0.2, 0.3, 0.4]; got {short_repr(predicted_weights)}",
+                   mistake="wrong_type")
+    items = (predicted_weights.flatten().tolist() if isinstance(predicted_weights, Tensor)
+             else list(predicted_weights))
+    numbers_ = [as_float(x) for x in items]
+    if any(x is None for x in numbers_):
+        raise Hint(f"give 4 numbers, e.g. [0.1, 0.2, 0.3, 0.4]; got {short_repr(predicted_weights)}",
+                   mistake="wrong_type")
+    if len(numbers_) != 4:
+        raise Hint(f"give 4 numbers, one per key in the order A, B, C, copy of A; got {len(numbers_)}",
+                   mistake="wrong_type")
+    return [float(x) for x in numbers_ if x is not None]
+
+
 @checker("Exercise 4 · predict: a duplicated key")
 def check_duplicate_key_prediction(predicted_weights: Any) -> str:
     """``predicted_weights``: 4 numbers, the weights on keys A, B, C and the copy of A."""
     if predicted_weights is None:
         raise NotDone("not done yet: set `predicted_weights` to a list of 4 numbers")
-    try:
-        guess = torch.as_tensor(predicted_weights, dtype=torch.float64).flatten()
-    except (TypeError, ValueError, RuntimeError):
-        raise Hint(f"give 4 numbers, e.g. [0.1, 0.2, 0.3, 0.4]; got {predicted_weights!r}") from None
-    if guess.numel() != 4:
-        raise Hint(f"give 4 numbers, one per key in the order A, B, C, copy of A; got {guess.numel()}")
+    guess = _four_numbers(predicted_weights)
     _, after = duplicate_key_experiment()
-    p_a = DUPLICATE_WEIGHTS[0]
     outcome = ("Measured: " + ", ".join(f"{w:.3f}" for w in after.tolist()) + ". With Z the old sum of exps, "
-               f"each copy gets exp(s_A) / (Z + exp(s_A)) = {p_a}/(1 + {p_a}) = {p_a / (1 + p_a):.3f}; together "
-               f"the copies get {2 * p_a / (1 + p_a):.3f} > {p_a}, and B and C keep their ratio 3:2.")
-    if is_close(guess, after, atol=5e-3, rtol=0):
+               f"each copy gets exp(s_A) / (Z + exp(s_A)) = {_P_A}/(1 + {_P_A}) = {_P_A / (1 + _P_A):.3f}; together "
+               f"the copies get {2 * _P_A / (1 + _P_A):.3f} > {_P_A}, and B and C keep their ratio 3:2.")
+    if same(guess, after.tolist(), atol=5e-3, rtol=0):
         return f"right. {outcome} Duplicating a key gives it more total weight, not the same weight shared."
-    split = torch.tensor([p_a / 2, *DUPLICATE_WEIGHTS[1:], p_a / 2], dtype=torch.float64)
-    if is_close(guess, split, atol=5e-3, rtol=0):
-        raise Hint("the copies do not share A's old weight: softmax scores every key on its own, so exp(s_A) "
-                   f"now appears twice in the sum. {outcome}")
-    if abs(guess.sum().item() - 1) > 0.01:
-        raise Hint(f"your weights sum to {guess.sum().item():.3g}, but softmax weights always sum to 1. {outcome}")
-    if abs(guess[0].item() - guess[3].item()) > 5e-3:
-        raise Hint(f"A and its copy have the same key, so the same score, so the same weight. {outcome}")
+    for mistake in DUPLICATE_MISTAKES:
+        if same(guess, mistake.wrong, atol=5e-3, rtol=0):
+            raise Hint(f"{mistake.hint} {outcome}", mistake=mistake.name)
+    if abs(sum(guess) - 1) > 0.01:
+        raise Hint(f"your weights sum to {sum(guess):.3g}, but softmax weights always sum to 1. {outcome}",
+                   mistake="weights_do_not_sum_to_1")
+    if abs(guess[0] - guess[3]) > 5e-3:
+        raise Hint(f"A and its copy have the same key, so the same score, so the same weight. {outcome}",
+                   mistake="copy_weight_differs")
     raise Hint(f"not quite. {outcome}")
+
+
+MISTAKES = {
+    "check_attention": ATTENTION_MISTAKES,
+    "check_masked_attention": MASKED_MISTAKES,
+    "check_scale_prediction": SCALE_MISTAKES,
+    "check_duplicate_key_prediction": DUPLICATE_MISTAKES,
+}
+CASES = {"check_attention": ATTENTION_CASES, "check_masked_attention": MASKED_CASES}
+REFERENCES = {"check_attention": attention_reference, "check_masked_attention": masked_attention_reference}
