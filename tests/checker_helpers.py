@@ -38,17 +38,14 @@ def broken_answers(wrong_shape: torch.Tensor) -> list[tuple[Any, str]]:
     ]
 
 
-def assert_robust(check: Callable[[Any], CheckResult], wrong_shape: Any) -> None:
-    """A stub or None is "not done yet"; a crash, a wrong type or ``wrong_shape`` fails without raising."""
-    assert check(raise_not_implemented).status == "not_done"
-    assert check(None).status == "not_done"
-    assert_fail(check(raise_value_error), "raised ValueError: boom")
-    assert check(lambda *args, **kwargs: "nonsense").status == "fail"
-    assert check(lambda *args, **kwargs: wrong_shape).status == "fail"
-    assert check(42).status == "fail"
+def assert_diagnosed(result: CheckResult, mistake: str | None, phrase: str) -> None:
+    """The checker failed the answer as ``mistake`` (a generic class or a Mistake's name; None: undiagnosed),
+    with a hint that contains ``phrase``."""
+    assert_fail(result, phrase)
+    assert result.mistake == mistake, result.to_dict()
 
 
-# --- named mistakes as data (lessons converted to course_lib.checks._harness.run_cases) ---------------
+# --- named mistakes as data (course_lib.checks._harness.run_cases) --------------------------------------
 
 def assert_named(result: CheckResult, mistake: Mistake, cases: Sequence[Case] = ()) -> None:
     """The checker failed with exactly this mistake's name and its hint (filled in for the failing case)."""
@@ -113,6 +110,19 @@ def batch_one_only_raising(solution: Callable[..., Any]) -> Callable[..., Any]:
         first.reshape(1, *first.shape[1:])  # RuntimeError unless B == 1
         return solution(*args)
     return wrong
+
+
+def tensor_exercise_mistakes(solution: Callable[..., Any], *, pair: bool = False) -> list[tuple[Any, str, str]]:
+    """The wrong versions of ``solution`` every tensor exercise must name, each with its generic class and the
+    phrase of its hint: numpy or list results, and code right only for a batch of 1 (wrong, or raising, for
+    larger batches). ``pair``: the exercise returns a pair of tensors, so the hint speaks of a part."""
+    wrong_type = "should be a torch.Tensor, but is" if pair else "should return a torch.Tensor, but returned"
+    return [
+        (returns_numpy(solution), "wrong_type", f"{wrong_type} numpy.ndarray (its values are right"),
+        (returns_list(solution), "wrong_type", f"{wrong_type} list"),
+        (batch_one_only(solution), "batch_one_only", "right for a batch of 1"),
+        (batch_one_only_raising(solution), "batch_one_only", "right for a batch of 1"),
+    ]
 
 
 class RaisingEq:

@@ -1,31 +1,25 @@
-"""The lesson 02 checkers: every named mistake gets its own hint, the solutions and correct alternatives pass,
-the generic mistake classes are diagnosed, and nothing raises."""
+"""The lesson 02 checkers: hand-written wrong answers get their hints, and the predictions are checked. What every
+function checker must do runs in tests/test_checks_generic.py, over this module's CHECKS, GENERIC, ALTERNATIVES
+and BROKEN."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from checker_helpers import (
+    assert_diagnosed,
     assert_fail,
     assert_named,
-    batch_one_only,
-    batch_one_only_raising,
     broken_answers,
     casts_to,
     mutates_input,
-    raise_not_implemented,
-    raise_value_error,
-    returns_list,
-    returns_numpy,
-    weird_answers,
+    tensor_exercise_mistakes,
 )
 
-from course_lib.checks import CheckResult, lesson02
+from course_lib.checks import lesson02
 
 
 # The reference solutions, identical in behaviour to solutions/02_multi_head_attention.ipynb.
@@ -49,28 +43,15 @@ def mha_forward(x, source, w_q, w_k, w_v, w_o, n_heads):
     return merge_heads(context) @ w_o.T  # [B, T_q, d_model]
 
 
-FUNCTION_CHECKS = {"check_split_heads": (lesson02.check_split_heads, split_heads),
-                   "check_merge_heads": (lesson02.check_merge_heads, merge_heads),
-                   "check_mha_forward": (lesson02.check_mha_forward, mha_forward)}
+# every function checker with its solution: tests/test_checks_generic.py runs over CHECKS, GENERIC, ALTERNATIVES
+# and BROKEN
+CHECKS = {"check_split_heads": (lesson02.check_split_heads, split_heads),
+          "check_merge_heads": (lesson02.check_merge_heads, merge_heads),
+          "check_mha_forward": (lesson02.check_mha_forward, mha_forward)}
+BROKEN = [(name, answer, phrase) for name in CHECKS for answer, phrase in broken_answers(torch.zeros(1, 2, 3, 4, 5))]
 
 
-# --- every named mistake gets its own hint; the solutions pass ----------------------------------------
-
-@pytest.mark.parametrize(("name", "mistake"), [(name, m) for name in FUNCTION_CHECKS
-                                               for m in lesson02.MISTAKES[name]], ids=lambda x: getattr(x, "name", x))
-def test_every_named_mistake_gets_its_own_hint(name: str, mistake: Any) -> None:
-    assert_named(FUNCTION_CHECKS[name][0](mistake.wrong), mistake, lesson02.CASES[name])
-
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-def test_the_solution_passes(name: str) -> None:
-    check, solution = FUNCTION_CHECKS[name]
-    result = check(solution)
-    assert result.passed, result
-    assert check(lesson02.REFERENCES[name]).passed
-
-
-# --- correct alternatives pass --------------------------------------------------------------------
+# --- correct alternatives (they must pass) ----------------------------------------------------
 
 def split_chunk_stack(x, n_heads):
     return torch.stack(x.chunk(n_heads, dim=-1), dim=1)
@@ -112,37 +93,21 @@ def mha_einsum(x, source, w_q, w_k, w_v, w_o, n_heads):
     return torch.einsum("bhqk,bkhe->bqhe", w, v).reshape(b, t_q, d) @ w_o.T
 
 
-@pytest.mark.parametrize(("name", "alternative"), [
+ALTERNATIVES = [
     ("check_split_heads", split_chunk_stack), ("check_split_heads", split_unflatten),
     ("check_split_heads", lambda x, h: x.reshape(x.shape[0], x.shape[1], h, -1).permute(0, 2, 1, 3)),
     ("check_merge_heads", merge_cat), ("check_merge_heads", merge_flatten),
     ("check_merge_heads", lambda x: x.transpose(1, 2).flatten(2)),
     ("check_mha_forward", mha_linear_sdpa), ("check_mha_forward", mha_head_loop), ("check_mha_forward", mha_einsum),
-])
-def test_correct_alternatives_pass(name: str, alternative: Callable[..., Any]) -> None:
-    result = FUNCTION_CHECKS[name][0](alternative)
-    assert result.passed, result
+]
 
 
 # --- generic mistake classes ----------------------------------------------------------------------
 
-GENERIC = [
-    (returns_numpy, "wrong_type", "should return a torch.Tensor, but returned numpy.ndarray (its values are right"),
-    (returns_list, "wrong_type", "should return a torch.Tensor, but returned list"),
-    (lambda s: casts_to(s, torch.float32), "wrong_dtype", "keep the input"),
-    (lambda s: mutates_input(s, 0), "mutated_input", "changed its inputs in place (`x`"),
-    (batch_one_only, "batch_one_only", "right for a batch of 1"),
-    (batch_one_only_raising, "batch_one_only", "right for a batch of 1"),
-]
-
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-@pytest.mark.parametrize(("make_wrong", "mistake", "phrase"), GENERIC)
-def test_generic_mistakes_are_diagnosed(name: str, make_wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
-    check, solution = FUNCTION_CHECKS[name]
-    result = check(make_wrong(solution))
-    assert_fail(result, phrase)
-    assert result.mistake == mistake, result.to_dict()
+def _generic(solution):
+    return [*tensor_exercise_mistakes(solution),
+            (casts_to(solution, torch.float32), "wrong_dtype", "keep the input"),
+            (mutates_input(solution, 0), "mutated_input", "changed its inputs in place (`x`")]
 
 
 def mha_square_only(x, source, w_q, w_k, w_v, w_o, n_heads):  # uses x's length for the source's heads
@@ -154,9 +119,8 @@ def mha_square_only(x, source, w_q, w_k, w_v, w_o, n_heads):  # uses x's length 
     return context.transpose(1, 2).reshape(b, t, d) @ w_o.T
 
 
-def test_square_only_code_is_named() -> None:
-    result = lesson02.check_mha_forward(mha_square_only)
-    assert result.mistake == "square_only" and "lengths are equal" in result.message, result
+GENERIC = [(name, *row) for name, (_, solution) in CHECKS.items() for row in _generic(solution)]
+GENERIC += [("check_mha_forward", mha_square_only, "square_only", "lengths are equal")]
 
 
 # --- the wrong answers of the earlier tests, written by hand (each with its phrase) -------------------
@@ -187,9 +151,7 @@ def _mha_variant(*, scale=None, dim=-1, split=split_heads, merge=merge_heads, ou
     (lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(1, 2) * 2, None, "differs from the reference"),
 ])
 def test_hand_written_split_mistakes(wrong, mistake, phrase):
-    result = lesson02.check_split_heads(wrong)
-    assert_fail(result, phrase)
-    assert result.mistake == mistake
+    assert_diagnosed(lesson02.check_split_heads(wrong), mistake, phrase)
 
 
 @pytest.mark.parametrize("wrong, mistake, phrase", [
@@ -199,9 +161,7 @@ def test_hand_written_split_mistakes(wrong, mistake, phrase):
     (lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1), "view_after_transpose", "not contiguous"),
 ])
 def test_hand_written_merge_mistakes(wrong, mistake, phrase):
-    result = lesson02.check_merge_heads(wrong)
-    assert_fail(result, phrase)
-    assert result.mistake == mistake
+    assert_diagnosed(lesson02.check_merge_heads(wrong), mistake, phrase)
 
 
 @pytest.mark.parametrize("wrong, mistake, phrase", [
@@ -221,43 +181,12 @@ def test_hand_written_merge_mistakes(wrong, mistake, phrase):
     (lambda x, source, w_q, w_k, w_v, w_o, h: split_heads(x @ w_q.T, h), "heads_not_merged", "still per head"),
 ])
 def test_hand_written_mha_mistakes(wrong, mistake, phrase):
-    result = lesson02.check_mha_forward(wrong)
-    assert_fail(result, phrase)
-    assert result.mistake == mistake
+    assert_diagnosed(lesson02.check_mha_forward(wrong), mistake, phrase)
 
 
 def test_scale_hint_quotes_the_case_numbers():
     result = lesson02.check_mha_forward(_mha_variant(scale=lambda d: d))
     assert "1/sqrt(16)" in result.message and "d_head = 4" in result.message
-
-
-# --- robustness: unfinished, broken, weird ------------------------------------------------------------
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-@pytest.mark.parametrize("answer", [None, raise_not_implemented])
-def test_unfinished_answer_is_not_done(name, answer):
-    assert FUNCTION_CHECKS[name][0](answer).status == "not_done"
-
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-@pytest.mark.parametrize("answer, phrase", broken_answers(torch.zeros(1, 2, 3, 4, 5)))
-def test_broken_answer_fails_without_raising(name, answer, phrase):
-    assert_fail(FUNCTION_CHECKS[name][0](answer), phrase)
-
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-def test_crash_and_non_function_are_named(name):
-    check = FUNCTION_CHECKS[name][0]
-    assert check(raise_value_error).mistake == "raised"
-    assert check(42).mistake == "not_a_function"
-
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-@pytest.mark.parametrize(("label", "weird"), weird_answers(), ids=[w[0] for w in weird_answers()])
-def test_weird_results_fail_without_raising(name, label, weird):
-    result = FUNCTION_CHECKS[name][0](weird)
-    assert isinstance(result, CheckResult) and result.status == "fail", result
-    assert "the check itself hit" not in result.message, result.message
 
 
 # --- predict, then verify: parameter count --------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The lesson 03 checkers: every named mistake gets its own hint, the solutions and correct alternatives pass,
-the generic mistake classes are diagnosed, and nothing raises."""
+"""The lesson 03 checkers: hand-written wrong answers get their hints, and the shape and suspect predictions are
+checked. What every function checker must do runs in tests/test_checks_generic.py, over this module's CHECKS,
+GENERIC, ALTERNATIVES and BROKEN."""
 from __future__ import annotations
 
 import math
@@ -11,20 +12,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from checker_helpers import (
+    assert_diagnosed,
     assert_fail,
     assert_named,
-    batch_one_only,
-    batch_one_only_raising,
     casts_to,
     mutates_input,
-    raise_not_implemented,
     raise_value_error,
-    returns_list,
-    returns_numpy,
-    weird_answers,
+    tensor_exercise_mistakes,
 )
 
-from course_lib.checks import CheckResult, lesson03
+from course_lib.checks import lesson03
 
 
 # --- the solutions, identical in behaviour to solutions/03_cross_attention.ipynb ------------------------
@@ -47,20 +44,23 @@ def depends_on_source(layer, decoder_states, encoder_out):
         return not torch.allclose(layer(decoder_states, encoder_out), layer(decoder_states, other_source))
 
 
-FUNCTION_CHECKS = {"check_cross_attention": (lesson03.check_cross_attention, cross_attention),
-                   "check_read_alignment": (lesson03.check_read_alignment, read_alignment),
-                   "check_depends_on_source": (lesson03.check_depends_on_source, depends_on_source)}
+# every function checker with its solution: tests/test_checks_generic.py runs over CHECKS, GENERIC, ALTERNATIVES
+# and BROKEN
+CHECKS = {"check_cross_attention": (lesson03.check_cross_attention, cross_attention),
+          "check_read_alignment": (lesson03.check_read_alignment, read_alignment),
+          "check_depends_on_source": (lesson03.check_depends_on_source, depends_on_source)}
+BROKEN = [  # exercise 1 returns a pair
+    ("check_cross_attention", raise_value_error, "raised ValueError: boom"),
+    ("check_cross_attention", lambda *args: [1, 2, 3], "should return a pair"),
+    ("check_cross_attention", lambda *args: torch.zeros(1, 2, 3), "returned one tensor"),
+    ("check_cross_attention", lambda *args: (torch.zeros(1, 2, 3, 4), torch.zeros(1)), "has shape [1, 2, 3, 4]"),
+    ("check_cross_attention", 42, "should be a function"),
+]
 RIGHT_SHAPES = {"q_shape": (3, 4, 6, 16), "kv_shape": (3, 4, 11, 16), "weights_shape": (3, 4, 6, 11),
                 "output_shape": (3, 6, 64)}
 
 
-# --- every named mistake gets its own hint; the solutions pass ----------------------------------------
-
-@pytest.mark.parametrize(("name", "mistake"), [(name, m) for name in FUNCTION_CHECKS
-                                               for m in lesson03.MISTAKES[name]], ids=lambda x: getattr(x, "name", x))
-def test_every_named_mistake_gets_its_own_hint(name: str, mistake: Any) -> None:
-    assert_named(FUNCTION_CHECKS[name][0](mistake.wrong), mistake, lesson03.CASES[name])
-
+# --- every wrong prediction gets its own hint -----------------------------------------------------------
 
 @pytest.mark.parametrize(("entry", "mistake"), [(entry, m) for entry, ms in lesson03.SHAPE_MISTAKES.items()
                                                 for m in ms], ids=lambda x: getattr(x, "name", x))
@@ -75,26 +75,7 @@ def test_every_wrong_suspect_gets_its_own_hint(mistake: Any) -> None:
     assert_named(lesson03.check_suspect(mistake.wrong), mistake)
 
 
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-def test_the_solution_passes(name: str) -> None:
-    check, solution = FUNCTION_CHECKS[name]
-    result = check(solution)
-    assert result.passed, result
-    assert str(result).startswith("✅") and result.mistake is None and result.to_dict()["passed"]
-
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-def test_the_references_pass(name: str) -> None:
-    assert FUNCTION_CHECKS[name][0](lesson03.REFERENCES[name]).passed
-
-
-def test_the_mistake_lists_are_exported() -> None:
-    assert set(lesson03.CASES) == set(lesson03.REFERENCES) == set(FUNCTION_CHECKS)
-    assert all(lesson03.MISTAKES[name] for name in FUNCTION_CHECKS)
-    assert all(len({m.name for m in ms}) == len(ms) for ms in lesson03.MISTAKES.values())
-
-
-# --- correct alternatives pass --------------------------------------------------------------------
+# --- correct alternatives (they must pass) ----------------------------------------------------
 
 def cross_sdpa(dec, enc, w_q, w_k, w_v):
     q, k, v = dec @ w_q.T, enc @ w_k.T, enc @ w_v.T
@@ -156,45 +137,23 @@ def depends_max_change(layer, dec, enc):
         return (layer(dec, enc) - layer(dec, 2 * enc + 1)).abs().max().item() > 0
 
 
-@pytest.mark.parametrize(("name", "alternative"), [
+ALTERNATIVES = [
     ("check_cross_attention", cross_sdpa), ("check_cross_attention", cross_linear_einsum),
     ("check_cross_attention", cross_bmm_manual_softmax), ("check_cross_attention", cross_in_float64),
     ("check_read_alignment", read_with_int_of_rows), ("check_read_alignment", read_with_numpy),
     ("check_read_alignment", read_with_max_indices), ("check_read_alignment", read_in_python),
     ("check_depends_on_source", depends_equal), ("check_depends_on_source", depends_bool_tensor),
     ("check_depends_on_source", depends_numpy), ("check_depends_on_source", depends_max_change),
-])
-def test_correct_alternatives_pass(name: str, alternative: Callable[..., Any]) -> None:
-    result = FUNCTION_CHECKS[name][0](alternative)
-    assert result.passed, result
+]
 
 
 # --- generic mistake classes ----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("make_wrong", "mistake", "phrase"), [
-    (returns_numpy, "wrong_type", "should be a torch.Tensor, but is numpy.ndarray (its values are right"),
-    (returns_list, "wrong_type", "should be a torch.Tensor, but is list"),
-    (lambda s: casts_to(s, torch.float32), "wrong_dtype", "keep the inputs' dtype"),
-    (lambda s: mutates_input(s, 0), "mutated_input", "changed its inputs in place (`decoder_states`"),
-    (lambda s: mutates_input(s, 1), "mutated_input", "`encoder_out`"),
-    (lambda s: mutates_input(s, 2), "mutated_input", "`w_q`"),
-    (batch_one_only, "batch_one_only", "right for a batch of 1"),
-    (batch_one_only_raising, "batch_one_only", "right for a batch of 1"),
-])
-def test_generic_cross_attention_mistakes(make_wrong: Callable[..., Any], mistake: str, phrase: str) -> None:
-    result = lesson03.check_cross_attention(make_wrong(cross_attention))
-    assert_fail(result, phrase)
-    assert result.mistake == mistake, result.to_dict()
 
 
 def square_only_cross_attention(dec, enc, w_q, w_k, w_v):  # the weights reshaped with the target's length twice
     out, weights = cross_attention(dec, enc, w_q, w_k, w_v)
     return out, weights.reshape(dec.shape[0], dec.shape[1], dec.shape[1])
-
-
-def test_square_only_code_is_named() -> None:
-    result = lesson03.check_cross_attention(square_only_cross_attention)
-    assert result.mistake == "square_only" and "lengths are equal" in result.message, result
 
 
 def _edits_tokens(edit: Callable[[list], Any]) -> Callable[..., Any]:
@@ -205,26 +164,26 @@ def _edits_tokens(edit: Callable[[list], Any]) -> Callable[..., Any]:
     return wrong
 
 
-@pytest.mark.parametrize(("wrong", "phrase"), [
-    (_edits_tokens(lambda s: s.sort()), "`source_tokens`"),
-    (_edits_tokens(lambda s: s.reverse()), "`source_tokens`"),
-    (_edits_tokens(lambda s: s.append("<eos>")), "`source_tokens`"),
-    (lambda w, s: read_alignment(w.mul_(2), s), "`attn_weights`"),
-])
-def test_read_alignment_that_edits_its_inputs_is_named(wrong: Callable[..., Any], phrase: str) -> None:
-    result = lesson03.check_read_alignment(wrong)
-    assert result.mistake == "mutated_input" and phrase in result.message, result
-
-
 def noise_added_in_place(layer, dec, enc):
     before = layer(dec, enc)
     enc.add_(torch.randn_like(enc))  # the learner's own encoder_out changes
     return not torch.allclose(before, layer(dec, enc))
 
 
-def test_depends_on_source_that_edits_the_source_is_named() -> None:
-    result = lesson03.check_depends_on_source(noise_added_in_place)
-    assert result.mistake == "mutated_input" and "`encoder_out`" in result.message, result
+GENERIC = [("check_cross_attention", *row) for row in tensor_exercise_mistakes(cross_attention, pair=True)]
+GENERIC += [
+    ("check_cross_attention", casts_to(cross_attention, torch.float32), "wrong_dtype", "keep the inputs' dtype"),
+    ("check_cross_attention", mutates_input(cross_attention, 0), "mutated_input",
+     "changed its inputs in place (`decoder_states`"),
+    ("check_cross_attention", mutates_input(cross_attention, 1), "mutated_input", "`encoder_out`"),
+    ("check_cross_attention", mutates_input(cross_attention, 2), "mutated_input", "`w_q`"),
+    ("check_cross_attention", square_only_cross_attention, "square_only", "lengths are equal"),
+    ("check_read_alignment", _edits_tokens(lambda s: s.sort()), "mutated_input", "`source_tokens`"),
+    ("check_read_alignment", _edits_tokens(lambda s: s.reverse()), "mutated_input", "`source_tokens`"),
+    ("check_read_alignment", _edits_tokens(lambda s: s.append("<eos>")), "mutated_input", "`source_tokens`"),
+    ("check_read_alignment", lambda w, s: read_alignment(w.mul_(2), s), "mutated_input", "`attn_weights`"),
+    ("check_depends_on_source", noise_added_in_place, "mutated_input", "`encoder_out`"),
+]
 
 
 # --- the wrong answers of the earlier tests, written by hand (each with its phrase) -------------------
@@ -286,25 +245,12 @@ def _only_when_equal(wrong):
 ])
 def test_hand_written_cross_attention_mistakes(wrong, mistake, phrase):
     _CACHE.clear()
-    result = lesson03.check_cross_attention(wrong)
-    assert_fail(result, phrase)
-    assert result.mistake == mistake, result
+    assert_diagnosed(lesson03.check_cross_attention(wrong), mistake, phrase)
 
 
 def test_swap_with_another_bug_is_still_named_by_the_output_length():
     result = lesson03.check_cross_attention(_variant(swap=True, scale=lambda dec, q: 2.0))
     assert result.mistake == "output_per_source_position" and "T_src = 7" in result.message
-
-
-@pytest.mark.parametrize(("answer", "phrase"), [
-    (raise_value_error, "raised ValueError: boom"),
-    (lambda *args: [1, 2, 3], "should return a pair"),
-    (lambda *args: torch.zeros(1, 2, 3), "returned one tensor"),
-    (lambda *args: (torch.zeros(1, 2, 3, 4), torch.zeros(1)), "has shape [1, 2, 3, 4]"),
-    (42, "should be a function"),
-])
-def test_cross_attention_broken_answer_fails_without_raising(answer, phrase):
-    assert_fail(lesson03.check_cross_attention(answer), phrase)
 
 
 @pytest.mark.parametrize(("wrong", "mistake", "phrase"), [
@@ -322,9 +268,7 @@ def test_cross_attention_broken_answer_fails_without_raising(answer, phrase):
     (lambda w, s: "car", "wrong_type", "should return a list"),
 ])
 def test_hand_written_read_alignment_mistakes(wrong, mistake, phrase):
-    result = lesson03.check_read_alignment(wrong)
-    assert_fail(result, phrase)
-    assert result.mistake == mistake, result
+    assert_diagnosed(lesson03.check_read_alignment(wrong), mistake, phrase)
 
 
 def test_example_alignment_reads_as_intended():
@@ -357,30 +301,7 @@ def compares_with_a_clone(layer, dec, enc):
     (lambda layer, dec, enc: 1, "wrong_type", "should return a bool"),
 ])
 def test_hand_written_depends_on_source_mistakes(wrong, mistake, phrase):
-    result = lesson03.check_depends_on_source(wrong)
-    assert_fail(result, phrase)
-    assert result.mistake == mistake, result
-
-
-# --- robustness: unfinished, None, crashes, non-functions, weird results ------------------------------
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-def test_robustness(name: str) -> None:
-    check = FUNCTION_CHECKS[name][0]
-    assert check(raise_not_implemented).status == "not_done"
-    assert check(None).status == "not_done" and str(check(None)).startswith("⏳")
-    crash = check(raise_value_error)
-    assert_fail(crash, "raised ValueError: boom")
-    assert crash.mistake == "raised" and crash.case is not None
-    assert check(42).mistake == "not_a_function"
-
-
-@pytest.mark.parametrize("name", FUNCTION_CHECKS)
-@pytest.mark.parametrize(("label", "weird"), weird_answers(), ids=[w[0] for w in weird_answers()])
-def test_weird_results_fail_without_raising(name: str, label: str, weird: Callable[..., Any]) -> None:
-    result = FUNCTION_CHECKS[name][0](weird)
-    assert isinstance(result, CheckResult) and result.status == "fail", result
-    assert "the check itself hit" not in result.message, result.message
+    assert_diagnosed(lesson03.check_depends_on_source(wrong), mistake, phrase)
 
 
 # --- exercise 2 · predict every shape ---------------------------------------------------------------

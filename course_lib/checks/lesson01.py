@@ -15,7 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attention import scaled_dot_product_attention
-from ._harness import Case, Hint, Mistake, NotDone, as_float, checker, run_cases, same, short_repr
+from ._answers import as_float
+from ._cases import Case, Mistake
+from ._compare import same
+from ._harness import run_cases
+from ._results import Hint, NotDone, checker, short_repr
 
 _TRANSPOSE_TIP = ("If the error is about matrix sizes: the scores are q @ k.transpose(-2, -1), which transposes the "
                   "keys' last two dims for any number of leading dims (k.T and k.transpose(1, 2) do not).")

@@ -15,7 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import MultiHeadAttention
-from ._harness import Case, Hint, Mistake, NotDone, check_answer, checker, run_cases, short_repr
+from ._answers import check_answer
+from ._cases import Case, Mistake
+from ._harness import run_cases
+from ._results import Hint, NotDone, checker, short_repr
 
 _VIEW_TIP = ("After .transpose the tensor is not contiguous in memory, so .view cannot regroup it: use .reshape(...) "
              "(or .contiguous().view(...))")

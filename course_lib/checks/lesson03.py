@@ -6,7 +6,6 @@ Each exercise is its reference, its cases and its list of named mistakes (``MIST
 """
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,23 +17,11 @@ from torch import Tensor, nn
 
 from .._checks import shape_str
 from ..attention import MultiHeadAttention
-from ._harness import Case, Hint, Mistake, NotDone, checker, expect_shape, run_cases, same, short_repr
-
-
-def _second_look(hint: Hint, learner_fn: Callable[..., Any], cases: Sequence[Case],
-                 explain: Callable[[Any, Case], Hint | None]) -> Hint:
-    """For a failure no listed mistake explained: a clearer hint from a property of the learner's result on
-    the failing case (``explain`` returns None when it has nothing better), else the harness's own."""
-    case = next((c for c in cases if c.name == hint.case), None)
-    if hint.mistake is not None or case is None:
-        return hint
-    try:
-        better = explain(learner_fn(*[a.clone() if isinstance(a, Tensor) else list(a) if isinstance(a, list) else a
-                                      for a in case.args]), case)
-    except Exception:  # noqa: BLE001 - the harness's message stands
-        better = None
-    return hint if better is None else better
-
+from ._answers import expect_shape
+from ._cases import Case, Mistake
+from ._compare import same
+from ._harness import map_result, run_cases, second_look
+from ._results import Hint, NotDone, checker, short_repr
 
 # --- Exercise 1 · cross_attention(decoder_states, encoder_out, w_q, w_k, w_v) -----------------------
 
@@ -293,19 +280,11 @@ ALIGNMENT_MISTAKES = [
 ]
 
 
-def _as_tokens(read_alignment: Any) -> Any:
-    """The learner's function, with a list of str subclasses (numpy's str_) read as a list of str."""
-    if not callable(read_alignment):
-        return read_alignment
-
-    @functools.wraps(read_alignment)
-    def call(*args: Any) -> Any:
-        result = read_alignment(*args)
-        if isinstance(result, (list, tuple)) and all(isinstance(t, str) for t in result):
-            return [str(t) for t in result]
-        return result
-
-    return call
+def _as_tokens(result: Any) -> Any:
+    """A list of str subclasses (numpy's str_) read as a list of str."""
+    if isinstance(result, (list, tuple)) and all(isinstance(t, str) for t in result):
+        return [str(t) for t in result]
+    return result
 
 
 def _explain_alignment(result: Any, case: Case) -> Hint | None:
@@ -331,11 +310,11 @@ def _explain_alignment(result: Any, case: Case) -> Hint | None:
 def check_read_alignment(read_alignment: Callable[[Tensor, list[str]], Any]) -> str:
     """``read_alignment(attn_weights [T_tgt, T_src], source_tokens)`` -> one source token per target position."""
     try:
-        run_cases(_as_tokens(read_alignment), reference=read_alignment_reference, cases=ALIGNMENT_CASES,
+        run_cases(map_result(read_alignment, _as_tokens), reference=read_alignment_reference, cases=ALIGNMENT_CASES,
                   mistakes=ALIGNMENT_MISTAKES, what="read_alignment(attn_weights, source_tokens)",
                   error_tips=[("IndexError", "Perhaps " + AXIS_HINT)])
     except Hint as hint:
-        raise _second_look(hint, read_alignment, ALIGNMENT_CASES, _explain_alignment) from None
+        raise second_look(hint, read_alignment, ALIGNMENT_CASES, _explain_alignment) from None
     return ("one source token per target token, from each row's largest weight: 'voiture' -> 'car', "
             "'rouge' -> 'red' (4 cases, T_tgt < T_src, T_tgt > T_src, equal lengths)")
 
@@ -419,25 +398,17 @@ DEPENDS_MISTAKES = [
 ]
 
 
-def _as_bool(depends_on_source: Any) -> Any:
-    """The learner's function, with a one-element bool tensor or a numpy bool read as a Python bool."""
-    if not callable(depends_on_source):
-        return depends_on_source
-
-    @functools.wraps(depends_on_source)
-    def call(*args: Any) -> Any:
-        answer = depends_on_source(*args)
-        if isinstance(answer, Tensor) and answer.numel() == 1 and answer.dtype == torch.bool:
-            return bool(answer)
-        return bool(answer) if isinstance(answer, np.bool_) else answer
-
-    return call
+def _as_bool(answer: Any) -> Any:
+    """A one-element bool tensor or a numpy bool read as a Python bool."""
+    if isinstance(answer, Tensor) and answer.numel() == 1 and answer.dtype == torch.bool:
+        return bool(answer)
+    return bool(answer) if isinstance(answer, np.bool_) else answer
 
 
 @checker("Exercise 4 · depends_on_source(layer, decoder_states, encoder_out)")
 def check_depends_on_source(depends_on_source: Callable[..., Any]) -> str:
     """``depends_on_source(layer, decoder_states, encoder_out) -> bool`` on hidden layers."""
-    run_cases(_as_bool(depends_on_source), reference=depends_on_source_reference, cases=DEPENDS_CASES,
+    run_cases(map_result(depends_on_source, _as_bool), reference=depends_on_source_reference, cases=DEPENDS_CASES,
               mistakes=DEPENDS_MISTAKES, what="depends_on_source(layer, decoder_states, encoder_out)")
     return "tells real cross-attention from self-attention by mistake, even when the source's effect is small"
 

@@ -8,14 +8,18 @@ listed mistake.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..masks import causal_mask, document_mask, padding_mask_from_ids
-from ._harness import Case, Hint, Mistake, call_learner, check_answer, checker, compare, run_cases, same
+from ._answers import check_answer
+from ._cases import Case, Mistake, call_learner
+from ._compare import compare, same
+from ._harness import run_cases, second_look
+from ._results import Hint, checker
 
 INVERTED = "your mask hides the real tokens, not the padding: True must mean 'may attend' (a real token)"
 FUTURE = ("future visible: query i must see keys 0..i, the lower triangle (torch.tril), not the upper one "
@@ -25,6 +29,9 @@ OR = "OR instead of AND: a key is visible only when *both* masks allow it: combi
 NOT_BOOL = ("make it bool (a comparison such as ids != pad_id gives one). masked_fill refuses other dtypes, and "
             "F.scaled_dot_product_attention *adds* a float mask to the scores instead of blocking them")
 HEAD_AXIS = "Add the head axis, [B, 1, T, T], so the mask broadcasts over the heads"
+# a second look for failures no listed mistake explained, and for a dtype alone: a mistake that differs from the
+# reference only in dtype is never matched by value
+_SECOND_LOOK = (None, "wrong_dtype")
 
 
 def _tril(n: int, diagonal: int = 0) -> Tensor:
@@ -33,21 +40,6 @@ def _tril(n: int, diagonal: int = 0) -> Tensor:
 
 def _triu(n: int, diagonal: int = 0) -> Tensor:
     return torch.ones(n, n, dtype=torch.bool).triu(diagonal)
-
-
-def _second_look(hint: Hint, learner_fn: Callable[..., Any], cases: Sequence[Case],
-                 explain: Callable[[Any, Case], Hint | None], also: tuple[str, ...] = ()) -> Hint:
-    """For a failure no listed mistake explained, a dtype alone (a mistake that differs from the reference only
-    in dtype is never matched by value) or a generic class in ``also``: a named hint from a property of the
-    learner's result on the failing case (``explain`` returns None when it sees none), else the harness's own."""
-    case = next((c for c in cases if c.name == hint.case), None)
-    if hint.mistake not in (None, "wrong_dtype", *also) or case is None:
-        return hint
-    try:
-        better = explain(learner_fn(*[a.clone() if isinstance(a, Tensor) else a for a in case.args]), case)
-    except Exception:  # noqa: BLE001 - the harness's message stands
-        better = None
-    return hint if better is None else better
 
 
 # --- Exercise 1 · make_padding_mask(token_ids, pad_id) ---------------------------------------------
@@ -260,7 +252,8 @@ def check_additive_mask(to_additive_mask: Callable[[Tensor], Tensor]) -> str:
                                 "combined masks)")
     except Hint as hint:
         # a finite fill is right on the batch of 1 (no padding), so it looks "batch-1 only": the fill is the news
-        raise _second_look(hint, to_additive_mask, ADDITIVE_CASES, _explain_additive, ("batch_one_only",)) from None
+        raise second_look(hint, to_additive_mask, ADDITIVE_CASES, _explain_additive,
+                          on=(*_SECOND_LOOK, "batch_one_only")) from None
 
 
 # --- Exercise 4 · masked_softmax(attn_scores, mask), any float dtype --------------------------------
@@ -369,7 +362,8 @@ def check_masked_softmax(masked_softmax: Callable[[Tensor, Tensor], Tensor]) -> 
                          passed="softmax over the visible keys, zeros for rows with none, never NaN (5 cases: "
                                 "float16, float32 and float64)")
     except Hint as hint:
-        raise _second_look(hint, masked_softmax, MASKED_SOFTMAX_CASES, _explain_masked_softmax) from None
+        raise second_look(hint, masked_softmax, MASKED_SOFTMAX_CASES, _explain_masked_softmax,
+                          on=_SECOND_LOOK) from None
 
 
 # --- Exercise 5 · make_packed_causal_mask(segment_ids) ----------------------------------------------

@@ -18,19 +18,11 @@ from ..layers import DecoderLayer, EncoderLayer, sinusoidal_positions
 from ..masks import causal_mask, key_padding_mask_from_mask, padding_mask
 from ..model import Seq2SeqTransformer, TransformerConfig
 from ..reference import load_torch_decoder_layer, load_torch_encoder_layer
-from ._harness import (
-    Case,
-    Hint,
-    Mistake,
-    NotDone,
-    as_int,
-    check_answer,
-    checker,
-    require_function,
-    run_cases,
-    same,
-    short_repr,
-)
+from ._answers import as_int, check_answer
+from ._cases import Case, Mistake, require_function
+from ._compare import same
+from ._harness import run_cases
+from ._results import Hint, NotDone, checker, short_repr
 
 # --- Exercise 1 · sinusoidal_positions(max_len, d_model) ----------------------------------------------
 

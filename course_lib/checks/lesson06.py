@@ -19,17 +19,10 @@ from torch import Tensor
 from ..attention import MultiHeadAttention
 from ..masks import padding_mask
 from ..model import Seq2SeqTransformer, TransformerConfig
-from ._harness import (
-    Case,
-    Hint,
-    Mistake,
-    NotDone,
-    as_int,
-    check_answer,
-    checker,
-    require_function,
-    run_cases,
-)
+from ._answers import as_int, check_answer
+from ._cases import Case, Mistake, require_function
+from ._harness import run_cases
+from ._results import Hint, NotDone, checker
 
 # --- Exercise 1 · cached_attention_step(q_new, k_new, v_new, cache_k, cache_v) -----------------------------
 AXIS = "concatenate along the time axis, dim=2 of [B, H, T, d_head]: torch.cat([cache_k, k_new], dim=2)"

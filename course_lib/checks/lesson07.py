@@ -17,7 +17,9 @@ from ..data import collate
 from ..generate import greedy_decode
 from ..metrics import alignment_error_rate, argmax_links
 from ..model import Seq2SeqTransformer, TransformerConfig
-from ._harness import Case, Hint, Mistake, call_learner, checker, require_function, run_cases
+from ._cases import Case, Mistake, call_learner, require_function
+from ._harness import run_cases
+from ._results import Hint, checker
 
 # --- Exercise 1 · pad_batch(pairs, pad_id, bos_id, eos_id) ----------------------------------------------
 

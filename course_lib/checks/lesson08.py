@@ -18,7 +18,11 @@ from torch import Tensor, nn
 
 from ..attention import MultiHeadAttention
 from ..metrics import attention_entropy
-from ._harness import Case, Hint, Mistake, NotDone, as_float, checker, describe_difference, run_cases
+from ._answers import as_float
+from ._cases import Case, Mistake
+from ._compare import describe_difference
+from ._harness import run_cases
+from ._results import Hint, NotDone, checker
 
 # --- Exercise 1 · attention_entropy(attn_weights) --------------------------------------------------------
 
