@@ -25,6 +25,7 @@ from .masks import (
     mask_from_key_padding_mask,
     padding_mask,
     padding_mask_from_ids,
+    prefix_lm_mask,
 )
 from .model import AttentionMaps, Decoder, DecoderOutput, Encoder, Seq2SeqTransformer, TransformerConfig
 
@@ -32,7 +33,8 @@ __version__ = "0.1.0"
 
 # Submodules that pull in Matplotlib, seaborn, ipywidgets or sacrebleu, and the lesson 07-08 modules, load on first
 # use: `cl.plotting.attention_heatmap`, `cl.training.train`.
-_LAZY_SUBMODULES = {"alignment_plots", "attention_diagrams", "authoring", "bench", "charts", "checks", "data",
+_LAZY_SUBMODULES = {"alignment_plots", "attention_diagrams", "authoring", "bench", "charts", "checks",
+                    "conditioning", "conditioning_charts", "data",
                     "decoding_costs", "diagrams", "head_analysis", "measure", "metrics", "plotting", "reference",
                     "reverser", "tour", "toy_language", "training", "translation_charts", "translator", "widgets"}
 
@@ -50,6 +52,6 @@ __all__ = [
     "EncoderLayer", "FeedForward", "Generation", "KVCache", "MultiHeadAttention", "PositionalEncoding",
     "Seq2SeqTransformer", "SourceKV", "TransformerConfig", "additive_mask_from_mask", "beam_search", "causal_mask",
     "combine_masks", "document_mask", "greedy_decode", "key_padding_mask_from_mask", "mask_from_additive_mask",
-    "mask_from_key_padding_mask", "padding_mask", "padding_mask_from_ids", "pick_device",
+    "mask_from_key_padding_mask", "padding_mask", "padding_mask_from_ids", "pick_device", "prefix_lm_mask",
     "scaled_dot_product_attention", "seed_everything", "sinusoidal_positions", "__version__",
 ]

@@ -100,7 +100,7 @@ def alignment_grid(
 
 
 def aer_heatmap(per_head: torch.Tensor | np.ndarray, *, ax: Axes | None = None,
-                title: str = "alignment error rate of each head") -> Axes:
+                title: str = "alignment error rate of each head", xlabel: str = "decoder cross-attention head") -> Axes:
     """AER ``[layers, heads]`` as an annotated heatmap (lower is better; the best head is outlined)."""
     array = _as_2d_array(per_head, "per_head")
     if ax is None:
@@ -112,6 +112,6 @@ def aer_heatmap(per_head: torch.Tensor | np.ndarray, *, ax: Axes | None = None,
     best = np.unravel_index(np.argmin(array), array.shape)
     ax.add_patch(plt.Rectangle((best[1], best[0]), 1, 1, fill=False, edgecolor="C1", linewidth=2.5))
     ax.tick_params(axis="y", rotation=0)
-    ax.set_xlabel("decoder cross-attention head")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     return ax

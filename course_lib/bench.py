@@ -1,4 +1,5 @@
-"""The course's benchmark tables: ``python -m course_lib.bench [--quick] [--device cpu|cuda] [--repeats N] [--train]``.
+"""The course's benchmark tables: ``python -m course_lib.bench [--quick] [--device cpu|cuda] [--repeats N] [--train]
+[--conditioning]``.
 
 Prints two GitHub Markdown tables, ready to paste into the README:
 
@@ -6,6 +7,9 @@ Prints two GitHub Markdown tables, ready to paste into the README:
    grad): median time, time ratio and peak memory of each;
 2. ``greedy_decode`` with each cache mode of ``CACHE_MODES``: median time and speedup over ``"none"``,
    after checking that every mode produces the same tokens.
+
+``--conditioning`` prints lesson 09's table instead: five ways to condition a decoder on a
+source, each trained for the same time (``conditioning_benchmark``).
 
 ``--train`` prints a third table instead: lesson 07's toy translator trained once per seed (time to 95 % and
 99 % validation exact match, tokens per second, test scores); see ``training_benchmark``.
@@ -169,6 +173,77 @@ def training_main(device: torch.device, *, quick: bool, repeats: int) -> None:
           "Tokens/s: source + target tokens (no padding) per second spent in training steps.")
 
 
+def conditioning_benchmark(*, seeds: Sequence[int] = (0,), time_budget_s: float = 40.0,
+                           device: torch.device | str = "cpu", sizes: dict[str, int] | None = None,
+                           n_long: int = 600) -> list[dict]:
+    """Lesson 09: every kind of ``conditioning.CONDITIONERS`` trained for the same ``time_budget_s`` per seed
+    (``conditioning.train_conditioner``, nothing read from or written to the cache), then scored on the test split
+    plus ``n_long`` extra long sentences (``conditioning.evaluation_sets``).
+
+    Returns one dict per (kind, seed): ``kind``, ``seed``, ``parameters``, ``steps``, ``tokens_per_s``,
+    ``exact_match`` (test split), ``buckets`` (exact match by source length over test + long sentences).
+    """
+    from .conditioning import (
+        CONDITIONERS,
+        correct_by_example,
+        evaluation_sets,
+        exact_match_by_bucket,
+        train_conditioner,
+    )
+    from .training import toy_data
+
+    rows = []
+    for seed in seeds:
+        data = toy_data(seed, sizes)[0]
+        sets = evaluation_sets(data, seed, n_long)
+        for kind in CONDITIONERS:
+            trained = train_conditioner(kind, data, seed=seed, time_budget_s=time_budget_s, device=device,
+                                        progress=False)
+            correct = {name: correct_by_example(trained.model, d) for name, d in sets.items()}
+            lengths = torch.cat([sets["test"].src_lengths, sets["long"].src_lengths])
+            rows.append(dict(kind=kind, seed=seed, parameters=trained.info["parameters"], steps=trained.info["steps"],
+                             tokens_per_s=trained.info["tokens_per_second"],
+                             exact_match=correct["test"].float().mean().item(),
+                             buckets=exact_match_by_bucket(lengths, torch.cat([correct["test"], correct["long"]]))))
+    return rows
+
+
+def format_conditioning_table(rows: list[dict]) -> str:
+    """One row per kind: the mean over seeds, with the range when there are several."""
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    buckets = list(rows[0]["buckets"])
+
+    def cell(values: list[float | None], percent: bool = True) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "—"
+        show = (lambda v: f"{100 * v:.0f}") if percent else (lambda v: f"{v:,.0f}")
+        mean = sum(values) / len(values)
+        return show(mean) + (f" ({show(min(values))}–{show(max(values))})" if len(values) > 1 else "")
+
+    table = []
+    for kind in kinds:
+        mine = [r for r in rows if r["kind"] == kind]
+        table.append([kind, f"{mine[0]['parameters']:,}", cell([r["steps"] for r in mine], False),
+                      cell([r["tokens_per_s"] for r in mine], False), cell([r["exact_match"] for r in mine]),
+                      *[cell([r["buckets"][b] for r in mine]) for b in buckets]])
+    return markdown_table(["model", "parameters", "steps", "tokens/s", "test EM %", *[f"{b} words" for b in buckets]],
+                          table, align="lrrrr" + "r" * len(buckets))
+
+
+def conditioning_main(device: torch.device, *, quick: bool, repeats: int) -> None:
+    """``--conditioning``: lesson 09's table (seeds 0 .. repeats - 1)."""
+    budget, sizes, n_long = (3.0, {"train": 2_000, "valid": 50, "test": 200, "generalisation": 10}, 40) if quick \
+        else (40.0, None, 600)
+    print(f"Conditioning benchmark: {header_line(device)}; load average {os.getloadavg()[0]:.2f} at the start.\n")
+    print(f"### Lesson 09: five ways to condition on the source, {budget:.0f} s of training each, "
+          f"seed{'s' * (repeats > 1)} {', '.join(map(str, range(repeats)))}\n")
+    print(format_conditioning_table(conditioning_benchmark(seeds=range(repeats), time_budget_s=budget, device=device,
+                                                           sizes=sizes, n_long=n_long)))
+    print("\nExact match (EM) in %: mean over seeds (range). Test EM on the test split; by length on the test split "
+          f"plus {n_long} extra sentences of 16-23 words. Tokens/s: source + target tokens per second of training.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 repeat (for tests)")
@@ -177,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3; quick 1)")
     parser.add_argument("--train", action="store_true",
                         help="only the lesson 07 training benchmark (repeats = seeds; quick: a 4 s run)")
+    parser.add_argument("--conditioning", action="store_true",
+                        help="only lesson 09's table: five conditioners, same budget (repeats = seeds)")
     return parser
 
 
@@ -192,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> None:
               "so the timings will be slow and noisy", file=sys.stderr)
     if args.train:
         training_main(device, quick=args.quick, repeats=repeats)
+        return
+    if args.conditioning:
+        conditioning_main(device, quick=args.quick, repeats=repeats)
         return
     print(f"Benchmarks: {header_line(device)}; median of {repeats} run{'s' * (repeats != 1)} after a warm-up.\n")
 

@@ -69,7 +69,11 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Self-attention then feed-forward, each wrapped in a residual connection and a LayerNorm."""
+    """Self-attention then feed-forward, each wrapped in a residual connection and a LayerNorm.
+
+    With a causal mask (and, when generating, a ``kv_cache``) the same layer is the block of a
+    decoder-only model (lesson 09): nothing but the mask makes a layer an encoder's or a GPT's.
+    """
 
     def __init__(
         self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, *,
@@ -83,18 +87,22 @@ class EncoderLayer(nn.Module):
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, *, need_weights: bool = False
+        self, x: Tensor, mask: Tensor | None = None, *, need_weights: bool = False,
+        kv_cache: KVCacheLike | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x [B, S, d_model]``, ``mask`` bool (True = may attend), e.g. padding ``[B, 1, 1, S]``.
 
-        Returns ``(x [B, S, d_model], self-attention weights [B, H, S, S] or None)``.
+        ``kv_cache``: a self-attention K/V cache (decoder-only generation): this call's keys and values
+        are appended and ``x`` attends to everything cached; ``mask`` then covers ``[.., S, cached + S]``.
+
+        Returns ``(x [B, S, d_model], self-attention weights [B, H, S, S_k] or None)``.
         """
         if self.norm_first:
-            attended, weights = self.self_attn(self.norm1(x), mask=mask, need_weights=need_weights)
+            attended, weights = self.self_attn(self.norm1(x), mask=mask, need_weights=need_weights, kv_cache=kv_cache)
             x = x + self.dropout1(attended)
             x = x + self.dropout2(self.ffn(self.norm2(x)))
         else:
-            attended, weights = self.self_attn(x, mask=mask, need_weights=need_weights)
+            attended, weights = self.self_attn(x, mask=mask, need_weights=need_weights, kv_cache=kv_cache)
             x = self.norm1(x + self.dropout1(attended))
             x = self.norm2(x + self.dropout2(self.ffn(x)))
         return x, weights

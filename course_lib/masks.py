@@ -65,6 +65,43 @@ def causal_mask(t_q: int, t_k: int | None = None, *, device: torch.device | str 
     return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
 
 
+def prefix_lm_mask(prefix_lengths: Tensor | int, length: int, *, device: torch.device | str | None = None) -> Tensor:
+    """The prefix-LM mask of a decoder-only model (lesson 09): causal, except that the first ``P``
+    positions (the prefix: source and separator) see each other in both directions.
+
+    Query ``i`` may attend to key ``j`` when ``j <= i`` (causal), or when both ``i < P`` and ``j < P``.
+    Positions from ``P`` on (the target) stay causal: they see the whole prefix and never the future.
+
+    Args:
+        prefix_lengths: ``P``, one int for every row, or an integer tensor ``[B]`` (one per row), each
+            in ``0..length`` (0 or 1: plain causal).
+        length: sequence length ``L``.
+
+    Returns:
+        bool ``[L, L]`` for an int ``P``, ``[B, 1, L, L]`` for a tensor.
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1; got {length}")
+    if isinstance(prefix_lengths, Tensor):
+        require_ndim("prefix_lengths", prefix_lengths, 1, "[B]")
+        if prefix_lengths.dtype.is_floating_point or prefix_lengths.dtype == torch.bool:
+            raise ValueError(f"prefix_lengths must hold integer lengths; got dtype {prefix_lengths.dtype}")
+        device = prefix_lengths.device if device is None else device
+        prefix = prefix_lengths.to(device)[:, None, None, None]  # [B, 1, 1, 1]
+    elif isinstance(prefix_lengths, int) and not isinstance(prefix_lengths, bool):
+        prefix = torch.tensor(prefix_lengths, device=device)
+    else:
+        raise ValueError(f"prefix_lengths must be an int or an integer tensor [B]; got {type(prefix_lengths).__name__}")
+    if bool(((prefix < 0) | (prefix > length)).any()):
+        raise ValueError(f"prefix lengths must be in 0..{length} (the sequence length); "
+                         f"got {prefix.flatten().tolist()}")
+    position = torch.arange(length, device=device)
+    in_prefix = position < prefix  # [L] or [B, 1, 1, L]: True at prefix positions
+    both_in_prefix = in_prefix[..., :, None] & in_prefix[..., None, :] if prefix.ndim == 0 else \
+        in_prefix.transpose(-1, -2) & in_prefix  # [L, L] or [B, 1, L, L]
+    return causal_mask(length, device=device) | both_in_prefix
+
+
 def combine_masks(*masks: Tensor | None) -> Tensor | None:
     """AND of bool masks (True = may attend), broadcast together; ``None`` entries are skipped.
 

@@ -149,6 +149,7 @@ def alignment_scores(model: Seq2SeqTransformer, data: ParallelData, *, batch_siz
 def translate_ids(model: Seq2SeqTransformer, batch: Batch | Tensor, tgt_vocab: Vocabulary, *,
                   max_new_tokens: int | None = None) -> list[list[str]]:
     """Greedy translations (K/V cache) of a batch: ``src_ids [B, S]`` -> one list of words per sentence.
+    ``model``: a ``Seq2SeqTransformer``, or any translator of ``course_lib.conditioning``.
 
     At most ``max_new_tokens`` words each (default ``2 S + 8``: the toy pair's targets are at most
     about 1.5 times their source).
@@ -159,8 +160,11 @@ def translate_ids(model: Seq2SeqTransformer, batch: Batch | Tensor, tgt_vocab: V
     if max_new_tokens is None:
         max_new_tokens = min(2 * src_ids.shape[1] + 8, model.config.max_len - 1)
     src_ids = src_ids.to(next(model.parameters()).device)
-    tokens = greedy_decode(model, src_ids, bos_id=tgt_vocab.bos_id, eos_id=tgt_vocab.eos_id,
-                           max_new_tokens=max_new_tokens, cache="full").tokens
+    ids = dict(bos_id=tgt_vocab.bos_id, eos_id=tgt_vocab.eos_id, max_new_tokens=max_new_tokens)
+    if isinstance(model, Seq2SeqTransformer):
+        tokens = greedy_decode(model, src_ids, cache="full", **ids).tokens
+    else:  # lesson 09's other translators (course_lib.conditioning) decode themselves
+        tokens = model.greedy_decode(src_ids, **ids)
     return [tgt_vocab.decode(row) for row in tokens.cpu()]
 
 
