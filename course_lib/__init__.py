@@ -11,7 +11,7 @@ if "torch" not in sys.modules:  # OpenMP reads the policy once, when torch loads
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .attention import MultiHeadAttention, SourceKV, scaled_dot_product_attention
-from .cache import DecoderCache, KVCache
+from .cache import DecoderCache, KVCache, StaticKVCache
 from .env import pick_device, seed_everything
 from .generate import CACHE_MODES, Generation, beam_search, greedy_decode
 from .layers import DecoderLayer, EncoderLayer, FeedForward, PositionalEncoding, sinusoidal_positions
@@ -50,8 +50,8 @@ def __getattr__(name: str):  # PEP 562
 __all__ = [
     "AttentionMaps", "CACHE_MODES", "Decoder", "DecoderCache", "DecoderLayer", "DecoderOutput", "Encoder",
     "EncoderLayer", "FeedForward", "Generation", "KVCache", "MultiHeadAttention", "PositionalEncoding",
-    "Seq2SeqTransformer", "SourceKV", "TransformerConfig", "additive_mask_from_mask", "beam_search", "causal_mask",
-    "combine_masks", "document_mask", "greedy_decode", "key_padding_mask_from_mask", "mask_from_additive_mask",
-    "mask_from_key_padding_mask", "padding_mask", "padding_mask_from_ids", "pick_device", "prefix_lm_mask",
-    "scaled_dot_product_attention", "seed_everything", "sinusoidal_positions", "__version__",
+    "Seq2SeqTransformer", "SourceKV", "StaticKVCache", "TransformerConfig", "additive_mask_from_mask", "beam_search",
+    "causal_mask", "combine_masks", "document_mask", "greedy_decode", "key_padding_mask_from_mask",
+    "mask_from_additive_mask", "mask_from_key_padding_mask", "padding_mask", "padding_mask_from_ids", "pick_device",
+    "prefix_lm_mask", "scaled_dot_product_attention", "seed_everything", "sinusoidal_positions", "__version__",
 ]

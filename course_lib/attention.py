@@ -260,7 +260,10 @@ class MultiHeadAttention(nn.Module):
                 and values (from ``x``) are appended to it and the queries attend to everything
                 cached so far. Self-attention only.
             source_kv: the **cross-attention K/V**, already projected by ``project_source``
-                (``SourceKV(k, v)``, each ``[B, H, S, d_head]``); replaces ``source``.
+                (``SourceKV(k, v)``, each ``[B, H, S, d_head]``); replaces ``source``. **Beams share it**:
+                when ``x`` has ``B * K`` rows, ``K`` consecutive rows per source (beam search), the ``K``
+                beams of source ``b`` read its K/V as ``K * T_q`` queries of one row, with no copy of the
+                keys and values; ``mask`` must then be ``[B or 1, 1, 1, S]``.
 
         Returns:
             ``(output [B, T_q, d_model], attn_weights [B, H, T_q, T_k] or None)``.
@@ -290,6 +293,15 @@ class MultiHeadAttention(nn.Module):
             k, v = self.project_source(source)  # [B, H, T_k, d_head]
         if kv_cache is not None:  # self-attention K/V cache: x's keys join those of earlier steps
             k, v = kv_cache.append(k, v)  # [B, H, T_cached + T_q, d_head]
+        beams = 1
+        if source_kv is not None and k.shape[0] != q.shape[0] and q.shape[0] % k.shape[0] == 0:
+            beams = q.shape[0] // k.shape[0]  # K beams per source share its K/V: fold them into the queries
+            if mask is not None and (mask.ndim != 4 or mask.shape[0] not in (1, k.shape[0]) or mask.shape[2] != 1):
+                raise ValueError(f"with {beams} beams sharing each source's K/V, mask must be a padding mask "
+                                 f"[B={k.shape[0]} or 1, 1, 1, S]; got {shape_str(mask.shape)}")
+            t_q = q.shape[2]
+            q = q.reshape(k.shape[0], beams, self.n_heads, t_q, self.d_head).transpose(1, 2)
+            q = q.reshape(k.shape[0], self.n_heads, beams * t_q, self.d_head)  # [B, H, K * T_q, d_head]
         if k.shape[0] != q.shape[0]:
             raise ValueError(f"source_kv has batch size {k.shape[0]}, but x has {q.shape[0]}: {shape_str(x.shape)}")
         if mask is not None:
@@ -308,5 +320,10 @@ class MultiHeadAttention(nn.Module):
             attn_weights = None
         else:
             context, attn_weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
+        if beams > 1:  # back to one row per beam: [B, H, K * T_q, .] -> [B * K, H, T_q, .]
+            unfold = lambda t: t.reshape(t.shape[0], self.n_heads, beams, -1, t.shape[-1]).transpose(1, 2).reshape(
+                t.shape[0] * beams, self.n_heads, -1, t.shape[-1])
+            context = unfold(context)
+            attn_weights = None if attn_weights is None else unfold(attn_weights)
         output = self.out_proj(self.merge_heads(context))  # [B, T_q, d_model]
         return output, attn_weights if need_weights else None

@@ -122,6 +122,13 @@ def header_line(device: torch.device, dtype: torch.dtype = torch.float32) -> str
             f"{str(dtype).removeprefix('torch.')}, {datetime.date.today().isoformat()}")
 
 
+def _training_threads_text() -> str:
+    from .training import TrainConfig, training_threads
+
+    threads = training_threads(TrainConfig())
+    return f"training with {threads} thread{'s' * (threads != 1)} (training.training_threads)"
+
+
 def training_benchmark(*, seeds: Sequence[int] = (0,), time_budget_s: float = 90.0, eval_every: int = 100,
                        device: torch.device | str = "cpu", sizes: dict[str, int] | None = None) -> list[dict]:
     """Train lesson 07's toy translator (``course_lib.training.train_toy_translator``, default recipe, validation
@@ -165,7 +172,8 @@ def format_training_table(rows: list[dict]) -> str:
 def training_main(device: torch.device, *, quick: bool, repeats: int) -> None:
     """``--train``: the lesson 07 training table (one row per seed)."""
     budget, sizes = (4.0, {"train": 2_000, "valid": 100, "test": 100, "generalisation": 100}) if quick else (90.0, None)
-    print(f"Training benchmark: {header_line(device)}; load average {os.getloadavg()[0]:.2f} at the start.\n")
+    print(f"Training benchmark: {header_line(device)}; {_training_threads_text()}; load average "
+          f"{os.getloadavg()[0]:.2f} at the start.\n")
     print(f"### Lesson 07 toy translator: time budget {budget:.0f} s, validation exact match every 100 steps\n")
     print(format_training_table(training_benchmark(seeds=range(repeats), time_budget_s=budget, device=device,
                                                    sizes=sizes)))
@@ -235,13 +243,71 @@ def conditioning_main(device: torch.device, *, quick: bool, repeats: int) -> Non
     """``--conditioning``: lesson 09's table (seeds 0 .. repeats - 1)."""
     budget, sizes, n_long = (3.0, {"train": 2_000, "valid": 50, "test": 200, "generalisation": 10}, 40) if quick \
         else (40.0, None, 600)
-    print(f"Conditioning benchmark: {header_line(device)}; load average {os.getloadavg()[0]:.2f} at the start.\n")
+    print(f"Conditioning benchmark: {header_line(device)}; {_training_threads_text()}; load average "
+          f"{os.getloadavg()[0]:.2f} at the start.\n")
     print(f"### Lesson 09: five ways to condition on the source, {budget:.0f} s of training each, "
           f"seed{'s' * (repeats > 1)} {', '.join(map(str, range(repeats)))}\n")
     print(format_conditioning_table(conditioning_benchmark(seeds=range(repeats), time_budget_s=budget, device=device,
                                                            sizes=sizes, n_long=n_long)))
     print("\nExact match (EM) in %: mean over seeds (range). Test EM on the test split; by length on the test split "
           f"plus {n_long} extra sentences of 16-23 words. Tokens/s: source + target tokens per second of training.")
+
+
+THREAD_SETTINGS = {  # name: (environment, intra-op threads); the environment must be set before torch loads
+    "2 threads, waiting threads sleep (OMP_WAIT_POLICY=PASSIVE)": ({"OMP_WAIT_POLICY": "PASSIVE"}, 2),
+    "2 threads, waiting threads spin (OMP_WAIT_POLICY=ACTIVE)": ({"OMP_WAIT_POLICY": "ACTIVE"}, 2),
+    "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),
+}
+_THREAD_PROBE = """
+import sys, time, torch, torch.nn.functional as F
+from course_lib import training
+from course_lib.model import Seq2SeqTransformer
+torch.set_num_threads(int(sys.argv[1]))
+data, sv, tv = training.toy_data(0, {"train": 6000, "valid": 10, "test": 10, "generalisation": 10})
+torch.manual_seed(0)
+model = Seq2SeqTransformer(training.toy_model_config(sv, tv))
+opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+batches = list(data["train"].batches(64, generator=torch.Generator().manual_seed(0)))[:int(sys.argv[2]) + 10]
+for i, b in enumerate(batches):
+    if i == 10:
+        start, tokens = time.perf_counter(), 0
+    loss = F.cross_entropy(model(b.src_ids, b.tgt_in).flatten(0, 1), b.tgt_out.flatten(), ignore_index=0)
+    opt.zero_grad(); loss.backward(); opt.step()
+    tokens = tokens + int((b.src_ids != 0).sum() + (b.tgt_out != 0).sum()) if i >= 10 else 0
+print(tokens / (time.perf_counter() - start))
+"""
+
+
+def threads_benchmark(*, steps: int = 80, busy: bool = False) -> list[dict]:
+    """Training throughput of lesson 07's model (``steps`` steps after 10 of warm-up, fused Adam) with each of
+    ``THREAD_SETTINGS``, each in a fresh Python process; with ``busy``, while another process keeps one core busy.
+    Returns one dict per setting: ``setting``, ``busy``, ``tokens_per_s``."""
+    import subprocess
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        rows = []
+        for name, (env, threads) in THREAD_SETTINGS.items():
+            out = subprocess.run([sys.executable, "-c", _THREAD_PROBE, str(threads), str(steps)], check=True,
+                                 capture_output=True, text=True, env={**os.environ, **env})
+            rows.append(dict(setting=name, busy=busy, tokens_per_s=float(out.stdout.strip().splitlines()[-1])))
+        return rows
+    finally:
+        if hog is not None:
+            hog.kill()
+
+
+def threads_main(*, quick: bool) -> None:
+    """``--threads``: training throughput per thread setting, on an idle machine and next to a busy process."""
+    steps = 10 if quick else 80
+    print(f"Threads benchmark: {header_line(torch.device('cpu'))}; {os.cpu_count()} CPUs; load average "
+          f"{os.getloadavg()[0]:.2f} at the start; lesson 07's model, {steps} training steps per run.\n")
+    rows = threads_benchmark(steps=steps) + threads_benchmark(steps=steps, busy=True)
+    n = len(THREAD_SETTINGS)
+    table = [[name, f"{rows[i]['tokens_per_s']:,.0f}", f"{rows[i + n]['tokens_per_s']:,.0f}"]
+             for i, name in enumerate(THREAD_SETTINGS)]
+    print(markdown_table(["setting", "idle machine (tokens/s)", "one other busy process (tokens/s)"], table,
+                         align="lrr"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3; quick 1)")
     parser.add_argument("--train", action="store_true",
                         help="only the lesson 07 training benchmark (repeats = seeds; quick: a 4 s run)")
+    parser.add_argument("--threads", action="store_true",
+                        help="only the thread-settings table: training throughput, idle and next to a busy process")
     parser.add_argument("--conditioning", action="store_true",
                         help="only lesson 09's table: five conditioners, same budget (repeats = seeds)")
     return parser
@@ -272,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.conditioning:
         conditioning_main(device, quick=args.quick, repeats=repeats)
+        return
+    if args.threads:
+        threads_main(quick=args.quick)
         return
     print(f"Benchmarks: {header_line(device)}; median of {repeats} run{'s' * (repeats != 1)} after a warm-up.\n")
 

@@ -57,6 +57,69 @@ class KVCache:
         return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
 
 
+class StaticKVCache:
+    """A self-attention K/V cache **written in place**: buffers ``[B, H, max_len, d_head]`` allocated at the first
+    ``append``, each step's keys and values copied into the next free positions, the length tracked.
+
+    ``KVCache`` grows by ``torch.cat``, which copies the whole cache at every step (clearest to read); this one
+    copies only the new positions. Same keys and values, so the same tokens and logits.
+    """
+
+    def __init__(self, max_len: int) -> None:
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1; got {max_len}")
+        self.max_len = max_len
+        self.k_buffer: Tensor | None = None
+        self.v_buffer: Tensor | None = None
+        self._length = 0
+
+    @property
+    def length(self) -> int:
+        """Number of positions cached."""
+        return self._length
+
+    @property
+    def k(self) -> Tensor | None:
+        """The cached keys ``[B, H, length, d_head]`` (a view of the buffer)."""
+        return None if self.k_buffer is None else self.k_buffer[:, :, : self._length]
+
+    @property
+    def v(self) -> Tensor | None:
+        return None if self.v_buffer is None else self.v_buffer[:, :, : self._length]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write this step's keys and values ``[B, H, T_new, d_head]`` at positions ``length .. length + T_new - 1``;
+        return all of them so far (views, no copy)."""
+        if self.k_buffer is None or self.v_buffer is None:
+            b, h, _, d = k.shape
+            self.k_buffer = k.new_empty(b, h, self.max_len, d)
+            self.v_buffer = v.new_empty(b, h, self.max_len, d)
+        elif k.shape[:2] != self.k_buffer.shape[:2] or k.shape[3] != self.k_buffer.shape[3]:
+            raise ValueError(f"new keys {shape_str(k.shape)} do not fit the cache {shape_str(self.k_buffer.shape)}: "
+                             "expected the same [B, H, *, d_head]")
+        end = self._length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"the cache holds at most max_len={self.max_len} positions; {self._length} cached + "
+                             f"{k.shape[2]} new")
+        self.k_buffer[:, :, self._length : end] = k
+        self.v_buffer[:, :, self._length : end] = v
+        self._length = end
+        return self.k_buffer[:, :, :end], self.v_buffer[:, :, :end]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (beam search), in place in the buffers."""
+        if self.k_buffer is not None and self.v_buffer is not None and self._length:
+            filled = slice(0, self._length)
+            self.k_buffer[:, :, filled] = self.k_buffer[:, :, filled].index_select(0, index)
+            self.v_buffer[:, :, filled] = self.v_buffer[:, :, filled].index_select(0, index)
+
+    def nbytes(self) -> int:
+        """Bytes held by the buffers (allocated, not only filled)."""
+        if self.k_buffer is None or self.v_buffer is None:
+            return 0
+        return 2 * self.k_buffer.numel() * self.k_buffer.element_size()
+
+
 @dataclass
 class DecoderCache:
     """Everything a decoder can reuse between decoding steps, one entry per layer.
@@ -69,7 +132,7 @@ class DecoderCache:
     """
 
     cross_kv: list[SourceKV] | None = None
-    self_kv: list[KVCache] | None = None
+    self_kv: list[KVCache] | list[StaticKVCache] | None = None
 
     @property
     def length(self) -> int:

@@ -436,7 +436,7 @@ def train_conditioner(kind: str, data: dict, *, seed: int = 0, time_budget_s: fl
 
     torch.manual_seed(seed)
     model = build_conditioner(kind, data["train"].src_vocab, data["train"].tgt_vocab).to(device)
-    config = TrainConfig(time_budget_s=time_budget_s, max_steps=100_000, eval_every=100_000,
+    config = TrainConfig(time_budget_s=time_budget_s, budget_by="time", max_steps=100_000, eval_every=100_000,
                          target_exact_match=None, seed=seed)
     history = train(model, data["train"], data["valid"], config, progress=progress)
     info = {"seed": seed, "time_budget_s": time_budget_s, "steps": history.steps, "seconds": history.seconds,

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ._checks import require_ndim, require_nonempty, require_tensor, shape_str
 from .attention import SourceKV
-from .cache import DecoderCache, KVCache
+from .cache import DecoderCache, KVCache, StaticKVCache
 from .layers import DecoderLayer, EncoderLayer, PositionalEncoding
 from .masks import causal_mask, padding_mask_from_ids
 
@@ -209,12 +209,15 @@ class Seq2SeqTransformer(nn.Module):
         )
         return DecoderOutput(self.output(states.y), states.self_weights, states.cross_weights)  # [B, T, tgt_vocab]
 
-    def new_cache(self, memory: Tensor, *, cross_kv: bool = True, self_kv: bool = True) -> DecoderCache:
+    def new_cache(self, memory: Tensor, *, cross_kv: bool = True, self_kv: bool = True,
+                  max_len: int | None = None) -> DecoderCache:
         """A decoding cache for ``memory`` ``[B, S, d_model]``: the cross-attention K/V projected now
-        (if ``cross_kv``) and empty self-attention K/V caches (if ``self_kv``)."""
+        (if ``cross_kv``) and empty self-attention K/V caches (if ``self_kv``): growing ``KVCache``s, or, with
+        ``max_len``, ``StaticKVCache``s preallocated for ``max_len`` positions and written in place."""
+        make = (lambda: StaticKVCache(max_len)) if max_len is not None else KVCache
         return DecoderCache(
             cross_kv=self.decoder.project_source(memory) if cross_kv else None,
-            self_kv=[KVCache() for _ in self.decoder.layers] if self_kv else None,
+            self_kv=[make() for _ in self.decoder.layers] if self_kv else None,
         )
 
     def forward(self, src_ids: Tensor, tgt_ids: Tensor) -> Tensor:

@@ -58,3 +58,11 @@ def test_main_quick_prints_both_markdown_tables(capsys: pytest.CaptureFixture[st
     assert "Tokens identical in all 4 cache modes at 8 new tokens: yes" in out
     for mode in CACHE_MODES:
         assert f"| `{mode}` |" in out
+
+
+def test_threads_benchmark_measures_every_setting_in_its_own_process() -> None:
+    from course_lib import bench
+
+    rows = bench.threads_benchmark(steps=2)
+    assert [r["setting"] for r in rows] == list(bench.THREAD_SETTINGS)
+    assert all(r["tokens_per_s"] > 0 and r["busy"] is False for r in rows)

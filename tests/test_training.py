@@ -174,10 +174,35 @@ def test_a_short_training_run_lowers_the_loss(data: dict[str, ParallelData]) -> 
 
 
 def test_training_stops_at_the_time_budget(data: dict[str, ParallelData]) -> None:
-    config = TrainConfig(batch_size=16, time_budget_s=0.5, target_exact_match=None)
+    config = TrainConfig(batch_size=16, time_budget_s=0.5, budget_by="time", max_steps=10**6, target_exact_match=None)
     history = training.train(tiny_model(data["train"]), data["train"], None, config, progress=False)
     assert history.stop_reason == "time budget"
     assert 0.5 <= history.elapsed[-1] + 0.2 and history.elapsed[-1] < 2.0
+    assert history.lr[-1] < 0.05 * config.lr  # the schedule followed the clock and decayed with it
+
+
+def test_by_steps_the_time_budget_is_a_cap_that_says_it_fired(data: dict[str, ParallelData]) -> None:
+    config = TrainConfig(batch_size=16, time_budget_s=0.5, max_steps=10**6, target_exact_match=None)
+    history = training.train(tiny_model(data["train"]), data["train"], None, config, progress=False)
+    assert history.stop_reason.startswith("time cap") and "not finished" in history.stop_reason
+    last = history.steps - 1  # the schedule read the step count only, never the clock
+    assert history.lr[-1] == pytest.approx(learning_rate(config, last, last / config.max_steps))
+    with pytest.raises(ValueError, match="budget_by"):
+        TrainConfig(budget_by="time", time_budget_s=None)
+
+
+def test_the_same_seed_gives_the_same_model(data: dict[str, ParallelData]) -> None:
+    """Reproducible training: the schedule and the stopping rule read steps and validation, never the clock."""
+    runs = []
+    for _ in range(2):
+        config = TrainConfig(batch_size=16, max_steps=25, eval_every=10, target_exact_match=0.99, seed=3,
+                             time_budget_s=600)
+        model = tiny_model(data["train"], seed=3)
+        history = training.train(model, data["train"], data["valid"], config, progress=False)
+        runs.append((model.state_dict(), history))
+    (first, h1), (second, h2) = runs
+    assert h1.steps == h2.steps == 25 and h1.loss == h2.loss and h1.eval_exact_match == h2.eval_exact_match
+    assert all(torch.equal(first[name], second[name]) for name in first)
 
 
 def test_training_stops_when_the_target_is_reached(data: dict[str, ParallelData]) -> None:
@@ -256,7 +281,7 @@ def test_training_benchmark_rows_and_table() -> None:
 
     rows = bench.training_benchmark(seeds=[0], time_budget_s=1.0, eval_every=5, sizes=SIZES)
     assert len(rows) == 1 and rows[0]["seed"] == 0 and rows[0]["steps"] > 0
-    assert rows[0]["stop_reason"] in ("time budget", "target reached")
+    assert rows[0]["stop_reason"] in ("time cap (schedule not finished)", "target reached")
     assert 0 <= rows[0]["exact_match"] <= 1 and 0 <= rows[0]["best_head_aer"] <= 1
     table = bench.format_training_table(rows).splitlines()
     assert len(table) == 3 and table[0].startswith("| seed | to 95 % (s) | to 99 % (s) |")
