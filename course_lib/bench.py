@@ -29,7 +29,7 @@ from functools import partial
 
 import torch
 
-from .generate import CACHE_MODES, greedy_decode
+from .generate import CACHE_MODES, beam_search, greedy_decode
 from .measure import attention_benchmark, median_seconds
 from .model import Seq2SeqTransformer, TransformerConfig
 
@@ -253,6 +253,77 @@ def conditioning_main(device: torch.device, *, quick: bool, repeats: int) -> Non
           f"plus {n_long} extra sentences of 16-23 words. Tokens/s: source + target tokens per second of training.")
 
 
+def peer_model(model: Seq2SeqTransformer):
+    """A Hugging Face ``transformers`` BART of the same sizes as ``model`` (layers, width, heads, feed-forward,
+    vocabulary; random weights from a config, nothing downloaded), set up to generate without an end token.
+
+    The two parameterisations differ (BART: post-norm, learned positions, shared embeddings), so no weights are
+    copied: the comparison is of the same amount of arithmetic, not of the same numbers.
+    Raises ``ImportError`` when ``transformers`` is not installed (``pip install course_lib[bench]``).
+    """
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    c = model.config
+    config = BartConfig(vocab_size=c.tgt_vocab_size, d_model=c.d_model, encoder_layers=c.n_encoder_layers,
+                        decoder_layers=c.n_decoder_layers, encoder_attention_heads=c.n_heads,
+                        decoder_attention_heads=c.n_heads, encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff,
+                        max_position_embeddings=c.max_len, activation_function=c.activation, pad_token_id=c.pad_id,
+                        bos_token_id=BOS_ID, eos_token_id=2, decoder_start_token_id=BOS_ID, forced_eos_token_id=None,
+                        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        peer = BartForConditionalGeneration(config).eval().to(next(model.parameters()).device)
+    generation = peer.generation_config  # generate() reads unset arguments from here: no end token, plain search
+    generation.eos_token_id = generation.forced_eos_token_id = generation.forced_bos_token_id = None
+    generation.no_repeat_ngram_size, generation.early_stopping, generation.length_penalty = 0, False, 1.0
+    return peer
+
+
+def peer_benchmark(*, batch: int = 64, max_src_len: int = 28, new_tokens: Sequence[int] = (8, 32, 128),
+                   beam_size: int = 4, repeats: int = 3, device: torch.device | str = "cpu") -> list[dict]:
+    """``course_lib``'s cached greedy decoding and beam search against the same-sized ``transformers`` BART's
+    cached ``generate()`` (``peer_model``), for the same sources, ``n`` new tokens each, no end token; runs
+    interleaved (``measure.median_seconds``). Returns one dict per (search, n): ``search``, ``new_tokens``,
+    ``ours_s``, ``peer_s``, ``ratio`` (peer / ours: above 1, ours is faster)."""
+    device = torch.device(device)
+    model, src_ids = decoding_setup(batch=batch, max_src_len=max_src_len, max_new_tokens=max(new_tokens),
+                                    device=device)
+    peer, mask = peer_model(model), src_ids != model.config.pad_id
+    searches = {"greedy": 1, f"beam {beam_size}": beam_size}
+    rows = []
+    for search, k in searches.items():
+        for n in new_tokens:
+            ours = (lambda n=n: greedy_decode(model, src_ids, bos_id=BOS_ID, max_new_tokens=n)) if k == 1 else \
+                (lambda n=n, k=k: beam_search(model, src_ids, bos_id=BOS_ID, eos_id=None, beam_size=k,
+                                              max_new_tokens=n))
+            theirs = lambda n=n, k=k: peer.generate(input_ids=src_ids, attention_mask=mask, max_new_tokens=n,
+                                                    min_new_tokens=n, num_beams=k, do_sample=False, use_cache=True)
+            with torch.no_grad():
+                ours(), theirs()  # warm-up
+                times = median_seconds({"ours": ours, "peer": theirs}, repeats, device)
+            rows.append(dict(search=search, new_tokens=n, ours_s=times["ours"], peer_s=times["peer"],
+                             ratio=times["peer"] / times["ours"]))
+    return rows
+
+
+def peer_main(device: torch.device, *, quick: bool, repeats: int) -> None:
+    """``--peer``: the table against Hugging Face ``transformers`` (skipped, saying so, when it is not installed)."""
+    try:
+        import transformers
+    except ImportError:
+        print("transformers is not installed: `pip install course_lib[bench]` (or `pip install transformers`) "
+              "to compare with it; skipping the peer table.")
+        return
+    batch, new_tokens = (8, (4, 8)) if quick else (64, (8, 32, 128))
+    print(f"Peer benchmark: {header_line(device)}; transformers {transformers.__version__}; load average "
+          f"{os.getloadavg()[0]:.2f} at the start; median of {repeats} interleaved runs after a warm-up.\n")
+    print(f"### Decoding {batch} sources of up to 28 tokens, no end token: course_lib vs a same-sized BART\n")
+    rows = peer_benchmark(batch=batch, new_tokens=new_tokens, repeats=repeats, device=device)
+    print(markdown_table(["search", "new tokens", "course_lib (ms)", "transformers (ms)", "transformers / course_lib"],
+                         [[r["search"], r["new_tokens"], f"{1e3 * r['ours_s']:.0f}", f"{1e3 * r['peer_s']:.0f}",
+                           f"{r['ratio']:.2f}x"] for r in rows], align="lrrrr"))
+
+
 THREAD_SETTINGS = {  # name: (environment, intra-op threads); the environment must be set before torch loads
     "2 threads, waiting threads sleep (OMP_WAIT_POLICY=PASSIVE)": ({"OMP_WAIT_POLICY": "PASSIVE"}, 2),
     "2 threads, waiting threads spin (OMP_WAIT_POLICY=ACTIVE)": ({"OMP_WAIT_POLICY": "ACTIVE"}, 2),
@@ -318,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3; quick 1)")
     parser.add_argument("--train", action="store_true",
                         help="only the lesson 07 training benchmark (repeats = seeds; quick: a 4 s run)")
+    parser.add_argument("--peer", action="store_true",
+                        help="only the table against a same-sized Hugging Face BART (needs transformers)")
     parser.add_argument("--threads", action="store_true",
                         help="only the thread-settings table: training throughput, idle and next to a busy process")
     parser.add_argument("--conditioning", action="store_true",
@@ -343,6 +416,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.threads:
         threads_main(quick=args.quick)
+        return
+    if args.peer:
+        peer_main(device, quick=args.quick, repeats=repeats)
         return
     print(f"Benchmarks: {header_line(device)}; median of {repeats} run{'s' * (repeats != 1)} after a warm-up.\n")
 

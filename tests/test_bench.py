@@ -66,3 +66,28 @@ def test_threads_benchmark_measures_every_setting_in_its_own_process() -> None:
     rows = bench.threads_benchmark(steps=2)
     assert [r["setting"] for r in rows] == list(bench.THREAD_SETTINGS)
     assert all(r["tokens_per_s"] > 0 and r["busy"] is False for r in rows)
+
+
+def test_peer_benchmark_times_both_searches_against_a_same_sized_bart() -> None:
+    pytest.importorskip("transformers")
+    from course_lib import bench
+
+    rows = bench.peer_benchmark(batch=2, max_src_len=6, new_tokens=(3,), beam_size=2, repeats=1)
+    assert [(r["search"], r["new_tokens"]) for r in rows] == [("greedy", 3), ("beam 2", 3)]
+    assert all(r["ours_s"] > 0 and r["peer_s"] > 0 and r["ratio"] == r["peer_s"] / r["ours_s"] for r in rows)
+    model, _ = bench.decoding_setup(max_new_tokens=8)
+    peer = bench.peer_model(model)
+    assert peer.config.d_model == model.config.d_model and peer.config.decoder_layers == model.config.n_decoder_layers
+    assert peer.generation_config.eos_token_id is None  # no end token: both run every step
+
+
+def test_peer_benchmark_says_so_without_transformers(monkeypatch, capsys) -> None:
+    import builtins
+
+    from course_lib import bench
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name.startswith("transformers") else real_import(name, *a, **k))
+    bench.main(["--peer", "--quick"])
+    assert "transformers is not installed" in capsys.readouterr().out
