@@ -294,14 +294,16 @@ class DecoderOnlyTranslator(nn.Module):
                 weights.append(w)
         return self.output(self.norm(x)), weights
 
-    def forward_sequence(self, ids: Tensor, *, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+    def forward_sequence(self, ids: Tensor, *, need_weights: bool = False, caches: list[KVCache] | None = None
+                         ) -> tuple[Tensor, list[Tensor]]:
         """Joint ids ``[B, L]`` (one ``<sep>`` per row) -> ``(logits [B, L, V_tgt], weights [B, H, L, L] per layer)``.
-        Row ``i``'s logits predict the token at ``i + 1``."""
+        Row ``i``'s logits predict the token at ``i + 1``. ``caches``: empty ``KVCache``s to fill (a prompt's
+        prefill before cached generation)."""
         require_tensor("ids", ids)
         require_ndim("ids", ids, 2, "[B, L]")
         real = ids != self.config.pad_id  # [B, L]
         positions = (real.cumsum(dim=1) - 1).clamp(min=0)  # [B, L]: padding moves nothing
-        return self._run(ids, positions, self.sequence_mask(ids), need_weights=need_weights)
+        return self._run(ids, positions, self.sequence_mask(ids), need_weights=need_weights, caches=caches)
 
     def forward(self, src_ids: Tensor, tgt_ids: Tensor) -> Tensor:
         """Teacher-forced logits, as ``Seq2SeqTransformer``: ``src_ids [B, S]``, ``tgt_ids [B, T]`` ->
@@ -351,12 +353,8 @@ class DecoderOnlyTranslator(nn.Module):
             nonlocal ids
             if step > 0:  # append the token chosen last step (the prompt already ends with <sep>)
                 ids = torch.cat([ids, torch.where(last == self.config.pad_id, last, last + shift)], dim=1)
-            if caches is None or step == 0:
-                if caches is None:
-                    return self.forward_sequence(ids)[0][:, -1]
-                real = ids != self.config.pad_id
-                positions = (real.cumsum(dim=1) - 1).clamp(min=0)  # [B, S + 1]
-                return self._run(ids, positions, self.sequence_mask(ids), caches=caches)[0][:, -1]
+            if caches is None or step == 0:  # the whole sequence: each uncached step, or the prompt's prefill
+                return self.forward_sequence(ids, caches=caches)[0][:, -1]
             real = ids != self.config.pad_id  # [B, L]: the new token's position counts the real ones before it
             position = (real[:, :-1].sum(dim=1, keepdim=True)).clamp(max=self.config.max_len - 1)  # [B, 1]
             mask = padding_mask_from_ids(ids, self.config.pad_id)  # [B, 1, 1, L]: one query, every key so far
@@ -581,7 +579,7 @@ def measured_step_cost(model: nn.Module, src_ids: Tensor, t: int) -> StepCost:
             caches = [KVCache() for _ in model.layers]
             ids = model.join(src_ids, torch.full((1, 1), BOS_ID, dtype=torch.long, device=src_ids.device))
             n = ids.shape[1]
-            model._run(ids, torch.arange(n, device=ids.device)[None], model.sequence_mask(ids), caches=caches)
+            model.forward_sequence(ids, caches=caches)  # the prompt fills the caches
             step = lambda i: model._run(word + model.config.src_vocab_size, torch.tensor([[n + i]]), None,
                                         caches=caches)
             nbytes = lambda: sum(c.nbytes() for c in caches)
