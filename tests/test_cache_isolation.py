@@ -23,3 +23,8 @@ def test_notebook_kernels_inherit_the_temporary_folder() -> None:
     seen = subprocess.run([sys.executable, "-c", "import os; print(os.environ['COURSE_CACHE_DIR'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert seen == os.environ["COURSE_CACHE_DIR"]
+
+
+def test_parallel_workers_share_one_cache_folder() -> None:
+    """Under ``pytest -n``, the controller makes the folder and every worker inherits it (not one per worker)."""
+    assert os.environ["COURSE_TEST_CACHE_DIR"] == os.environ["COURSE_CACHE_DIR"]
