@@ -122,6 +122,14 @@ def header_line(device: torch.device, dtype: torch.dtype = torch.float32) -> str
             f"{str(dtype).removeprefix('torch.')}, {datetime.date.today().isoformat()}")
 
 
+def _decoding_threads_text(device: torch.device) -> str:
+    from .generate import decoding_threads
+
+    threads = decoding_threads(torch.zeros(1, 1, device=device))
+    return "the process's threads" if threads is None else \
+        f"{threads} thread{'s' * (threads != 1)} (generate.decoding_threads)"
+
+
 def _training_threads_text() -> str:
     from .training import TrainConfig, training_threads
 
@@ -284,25 +292,32 @@ def peer_benchmark(*, batch: int = 64, max_src_len: int = 28, new_tokens: Sequen
     """``course_lib``'s cached greedy decoding and beam search against the same-sized ``transformers`` BART's
     cached ``generate()`` (``peer_model``), for the same sources, ``n`` new tokens each, no end token; runs
     interleaved (``measure.median_seconds``). Returns one dict per (search, n): ``search``, ``new_tokens``,
-    ``ours_s``, ``peer_s``, ``ratio`` (peer / ours: above 1, ours is faster)."""
+    ``ours_s`` (on the process's thread count, as the peer), ``peer_s``, ``ratio`` (peer / ours: above 1, ours is
+    faster), ``ours_rule_s`` (course_lib on its own thread count, ``generate.decoding_threads``) and
+    ``rule_ratio`` (peer / that)."""
     device = torch.device(device)
     model, src_ids = decoding_setup(batch=batch, max_src_len=max_src_len, max_new_tokens=max(new_tokens),
                                     device=device)
     peer, mask = peer_model(model), src_ids != model.config.pad_id
+    same = torch.get_num_threads()  # the peer's thread count
     searches = {"greedy": 1, f"beam {beam_size}": beam_size}
     rows = []
     for search, k in searches.items():
         for n in new_tokens:
-            ours = (lambda n=n: greedy_decode(model, src_ids, bos_id=BOS_ID, max_new_tokens=n)) if k == 1 else \
-                (lambda n=n, k=k: beam_search(model, src_ids, bos_id=BOS_ID, eos_id=None, beam_size=k,
-                                              max_new_tokens=n))
+            ours = (lambda threads, n=n: greedy_decode(model, src_ids, bos_id=BOS_ID, max_new_tokens=n,
+                                                       threads=threads)) if k == 1 else \
+                (lambda threads, n=n, k=k: beam_search(model, src_ids, bos_id=BOS_ID, eos_id=None, beam_size=k,
+                                                       max_new_tokens=n, threads=threads))
             theirs = lambda n=n, k=k: peer.generate(input_ids=src_ids, attention_mask=mask, max_new_tokens=n,
                                                     min_new_tokens=n, num_beams=k, do_sample=False, use_cache=True)
+            runs = {"ours": partial(ours, same), "ours_rule": partial(ours, None), "peer": theirs}
             with torch.no_grad():
-                ours(), theirs()  # warm-up
-                times = median_seconds({"ours": ours, "peer": theirs}, repeats, device)
+                for run in runs.values():
+                    run()  # warm-up
+                times = median_seconds(runs, repeats, device)
             rows.append(dict(search=search, new_tokens=n, ours_s=times["ours"], peer_s=times["peer"],
-                             ratio=times["peer"] / times["ours"]))
+                             ratio=times["peer"] / times["ours"], ours_rule_s=times["ours_rule"],
+                             rule_ratio=times["peer"] / times["ours_rule"]))
     return rows
 
 
@@ -319,9 +334,13 @@ def peer_main(device: torch.device, *, quick: bool, repeats: int) -> None:
           f"{os.getloadavg()[0]:.2f} at the start; median of {repeats} interleaved runs after a warm-up.\n")
     print(f"### Decoding {batch} sources of up to 28 tokens, no end token: course_lib vs a same-sized BART\n")
     rows = peer_benchmark(batch=batch, new_tokens=new_tokens, repeats=repeats, device=device)
-    print(markdown_table(["search", "new tokens", "course_lib (ms)", "transformers (ms)", "transformers / course_lib"],
-                         [[r["search"], r["new_tokens"], f"{1e3 * r['ours_s']:.0f}", f"{1e3 * r['peer_s']:.0f}",
-                           f"{r['ratio']:.2f}x"] for r in rows], align="lrrrr"))
+    rule = _decoding_threads_text(device)
+    print(markdown_table(["search", "new tokens", "transformers (ms)", "course_lib, same threads (ms)", "ratio",
+                          f"course_lib, {rule} (ms)", "ratio"],
+                         [[r["search"], r["new_tokens"], f"{1e3 * r['peer_s']:.0f}", f"{1e3 * r['ours_s']:.0f}",
+                           f"{r['ratio']:.2f}x", f"{1e3 * r['ours_rule_s']:.0f}", f"{r['rule_ratio']:.2f}x"]
+                          for r in rows], align="lrrrrrr"))
+    print("\nratio: transformers' time / course_lib's (above 1: course_lib is faster).")
 
 
 THREAD_SETTINGS = {  # name: (environment, intra-op threads); the environment must be set before torch loads
@@ -430,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     d, c = sizes["decoding"], TransformerConfig(VOCAB_SIZE, VOCAB_SIZE)
     print(f"### Greedy decoding, no EOS (B={d['batch']} sources of up to {d['max_src_len']} tokens; untrained model: "
           f"d_model {c.d_model}, {c.n_heads} heads, {c.n_encoder_layers}+{c.n_decoder_layers} layers, "
-          f"d_ff {c.d_ff}, vocab {VOCAB_SIZE})\n")
+          f"d_ff {c.d_ff}, vocab {VOCAB_SIZE}; decoding with {_decoding_threads_text(device)})\n")
     decoding_rows = decoding_benchmark(**d, repeats=repeats, device=device)
     identical = all(row["tokens_identical"] for row in decoding_rows)
     print(f"Tokens identical in all {len(CACHE_MODES)} cache modes at {max(d['new_tokens'])} new tokens: "

@@ -28,6 +28,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from ._checks import require_ndim, require_tensor, shape_str
 from .cache import KVCache
 from .data import BOS_ID, PAD_ID, Vocabulary
+from .env import num_threads
+from .generate import decoding_threads
 from .layers import EncoderLayer, sinusoidal_positions
 from .masks import causal_mask, combine_masks, padding_mask_from_ids, prefix_lm_mask
 from .model import AttentionMaps, Seq2SeqTransformer, TransformerConfig
@@ -91,21 +93,22 @@ def greedy_tokens(next_logits: Callable[[Tensor, int], Tensor], batch: int, *, b
     """Greedy decoding around ``next_logits(last_tokens [B, 1], step) -> [B, V]``, as ``greedy_decode`` does
     it: a finished row continues with ``pad_id``; stop when every row has produced ``eos_id``.
 
-    Returns the new tokens ``[B, T_new]`` (no BOS)."""
+    Returns the new tokens ``[B, T_new]`` (no BOS). The steps run on ``generate.decoding_threads`` CPU threads."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
     last = torch.full((batch, 1), bos_id, dtype=torch.long, device=device)  # [B, 1]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens = []
-    for step in range(max_new_tokens):
-        token = next_logits(last, step).argmax(dim=-1)  # [B]
-        if eos_id is not None:
-            token = token.masked_fill(finished, pad_id)
-            finished = finished | (token == eos_id)
-        tokens.append(token)
-        last = token[:, None]
-        if eos_id is not None and bool(finished.all()):
-            break
+    with num_threads(decoding_threads(last)):
+        for step in range(max_new_tokens):
+            token = next_logits(last, step).argmax(dim=-1)  # [B]
+            if eos_id is not None:
+                token = token.masked_fill(finished, pad_id)
+                finished = finished | (token == eos_id)
+            tokens.append(token)
+            last = token[:, None]
+            if eos_id is not None and bool(finished.all()):
+                break
     return torch.stack(tokens, dim=1)  # [B, T_new]
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ._checks import require_ndim, require_tensor
 from .cache import DecoderCache
+from .env import num_threads, small_model_threads
 from .model import Seq2SeqTransformer
 
 CacheMode = Literal["none", "encoder", "cross_kv", "full"]
@@ -120,6 +121,7 @@ def greedy_decode(
     max_new_tokens: int = 64,
     cache: CacheMode = "full",
     static_cache: bool = False,
+    threads: int | None = None,
 ) -> Generation:
     """Pick the most likely token at every step.
 
@@ -131,11 +133,27 @@ def greedy_decode(
         cache: how much to reuse between steps (see the module docstring).
         static_cache: with ``cache="full"``, a preallocated self-attention cache written in place
             (``StaticKVCache``) instead of one that grows by concatenation: same tokens, less copying.
+        threads: CPU threads while decoding (``decoding_threads``); the count in force comes back after.
 
     Returns:
         ``Generation(tokens [B, T_new], logits [B, T_new, V])``.
     """
     _check_generation_args(model, src_ids, max_new_tokens)
+    with num_threads(decoding_threads(src_ids, threads)):
+        return _greedy_decode(model, src_ids, bos_id, eos_id, max_new_tokens, cache, static_cache)
+
+
+def decoding_threads(src_ids: Tensor, threads: int | None = None) -> int | None:
+    """The CPU threads ``greedy_decode`` and ``beam_search`` use: ``threads`` if given, else
+    ``env.small_model_threads()`` (one less than the cores: one step's operations are small, and on 2 cores one
+    thread decoded twice as fast as two); None (leave the count alone) for tensors on a GPU."""
+    if src_ids.device.type != "cpu":
+        return None
+    return small_model_threads() if threads is None else threads
+
+
+def _greedy_decode(model: Seq2SeqTransformer, src_ids: Tensor, bos_id: int, eos_id: int | None,
+                   max_new_tokens: int, cache: CacheMode, static_cache: bool) -> Generation:
     decoder = IncrementalDecoder(model, src_ids, cache, static_cache_len=max_new_tokens + 1 if static_cache else None)
     pad_id = model.config.pad_id
     prefix = torch.full((src_ids.shape[0], 1), bos_id, dtype=torch.long, device=src_ids.device)  # [B, 1]
@@ -174,6 +192,7 @@ def beam_search(
     n_best: int = 1,
     cache: CacheMode = "full",
     static_cache: bool = False,
+    threads: int | None = None,
 ) -> Generation:
     """Beam search, the standard way (as in the common libraries): ``beam_size`` live beams per source and a pool
     of finished hypotheses.
@@ -187,7 +206,8 @@ def beam_search(
     unfinished. With ``eos_id=None`` nothing finishes: the K beams run ``max_new_tokens`` steps.
 
     The source is encoded once, and with ``"cross_kv"``/``"full"`` its cross-attention K/V are shared by its beams
-    (``IncrementalDecoder``); ``static_cache`` preallocates the self-attention caches (reordered in place). A beam
+    (``IncrementalDecoder``); ``static_cache`` preallocates the self-attention caches (reordered in place);
+    ``threads``: CPU threads while decoding (``decoding_threads``). A beam
     of one is greedy decoding (``greedy_decode`` runs).
 
     Returns:
@@ -201,15 +221,16 @@ def beam_search(
     _check_generation_args(model, src_ids, max_new_tokens)
     if beam_size == 1 and n_best == 1:
         greedy = greedy_decode(model, src_ids, bos_id=bos_id, eos_id=eos_id, max_new_tokens=max_new_tokens,
-                               cache=cache, static_cache=static_cache)
+                               cache=cache, static_cache=static_cache, threads=threads)
         dtype = torch.promote_types(greedy.logits.dtype, torch.float32)
         log_probs = torch.log_softmax(greedy.logits.to(dtype), dim=-1).gather(-1, greedy.tokens[..., None])[..., 0]
         real = _generated_mask(greedy.tokens, eos_id)  # [B, T]: up to and including <eos>
         score = (log_probs * real).sum(dim=-1) / length_normaliser(real.sum(dim=-1), length_penalty, dtype)
         return Generation(greedy.tokens, scores=score, beams=greedy.tokens[:, None], beam_scores=score[:, None])
-    return _beam_search(model, src_ids, bos_id=bos_id, eos_id=eos_id, beam_size=beam_size,
-                        max_new_tokens=max_new_tokens, length_penalty=length_penalty, n_best=n_best, cache=cache,
-                        static_cache=static_cache)
+    with num_threads(decoding_threads(src_ids, threads)):
+        return _beam_search(model, src_ids, bos_id=bos_id, eos_id=eos_id, beam_size=beam_size,
+                            max_new_tokens=max_new_tokens, length_penalty=length_penalty, n_best=n_best, cache=cache,
+                            static_cache=static_cache)
 
 
 def _generated_mask(tokens: Tensor, eos_id: int | None) -> Tensor:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from .attention import scaled_dot_product_attention
+from .env import num_threads  # noqa: F401 (lesson 02 uses it as measure.num_threads)
 from .model import Seq2SeqTransformer
 
 
@@ -99,23 +100,6 @@ def attention_benchmark(
 
 
 # --- lesson 02: how attention's cost grows with the length ------------------------------------------------
-class num_threads:  # noqa: N801 (used like a function: ``with num_threads(1):``)
-    """A ``with`` block on ``threads`` CPU threads (``None``: leave the count alone); the old count comes back after."""
-
-    def __init__(self, threads: int | None) -> None:
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1 or None; got {threads}")
-        self.threads, self.before = threads, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)
-
-
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Least-squares slope of ``log y`` against ``log x``: the exponent ``p`` in ``y ∝ x^p``."""
     if len(xs) != len(ys) or len(xs) < 2 or min(*xs, *ys) <= 0:

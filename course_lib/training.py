@@ -13,7 +13,6 @@ differ by a few steps.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import Batch, ParallelData, Vocabulary, build_vocabularies, length_repeats
+from .env import small_model_threads
 from .metrics import exact_match, translate_data
 from .model import Seq2SeqTransformer, TransformerConfig
 from .toy_language import make_splits
@@ -152,11 +152,12 @@ def train(model: Seq2SeqTransformer, train_data: ParallelData, valid_data: Paral
 
 
 def training_threads(config: TrainConfig) -> int:
-    """``config.threads``, or one less than the CPU cores (at least 1). The toy models' operations are small: on
-    2 cores one thread trained faster than two whether the machine was idle or busy (README, "Threads")."""
+    """``config.threads``, or ``env.small_model_threads()``: one less than the CPU cores (at least 1). The toy
+    models' operations are small: on 2 cores one thread trained faster than two whether the machine was idle or
+    busy (README, "Threads")."""
     if config.threads is not None:
         return config.threads
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+    return small_model_threads()
 
 
 def _train(model: Seq2SeqTransformer, train_data: ParallelData, valid_data: ParallelData | None,

@@ -75,6 +75,7 @@ def test_peer_benchmark_times_both_searches_against_a_same_sized_bart() -> None:
     rows = bench.peer_benchmark(batch=2, max_src_len=6, new_tokens=(3,), beam_size=2, repeats=1)
     assert [(r["search"], r["new_tokens"]) for r in rows] == [("greedy", 3), ("beam 2", 3)]
     assert all(r["ours_s"] > 0 and r["peer_s"] > 0 and r["ratio"] == r["peer_s"] / r["ours_s"] for r in rows)
+    assert all(r["ours_rule_s"] > 0 and r["rule_ratio"] == r["peer_s"] / r["ours_rule_s"] for r in rows)
     model, _ = bench.decoding_setup(max_new_tokens=8)
     peer = bench.peer_model(model)
     assert peer.config.d_model == model.config.d_model and peer.config.decoder_layers == model.config.n_decoder_layers
