@@ -109,6 +109,10 @@ class Batch:
         """Number of positions that count in the loss (target words and ``<eos>``)."""
         return int((self.tgt_out != pad_id).sum())
 
+    def n_source_tokens(self, pad_id: int = PAD_ID) -> int:
+        """Number of real (not padding) source tokens."""
+        return int((self.src_ids != pad_id).sum())
+
 
 def collate(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *, pad_id: int = PAD_ID,
             bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> Batch:

@@ -149,21 +149,23 @@ def alignment_scores(model: Seq2SeqTransformer, data: ParallelData, *, batch_siz
 def translate_ids(model: Seq2SeqTransformer, batch: Batch | Tensor, tgt_vocab: Vocabulary, *,
                   max_new_tokens: int | None = None) -> list[list[str]]:
     """Greedy translations (K/V cache) of a batch: ``src_ids [B, S]`` -> one list of words per sentence.
-    ``model``: a ``Seq2SeqTransformer``, or any translator of ``course_lib.conditioning``.
+    ``model``: a ``Seq2SeqTransformer``, any translator of ``course_lib.conditioning``, or a
+    ``vision.Captioner`` (then ``src_ids`` are images ``[B, C, H, W]``).
 
     At most ``max_new_tokens`` words each (default ``2 S + 8``: the toy pair's targets are at most
     about 1.5 times their source).
     """
     src_ids = batch.src_ids if isinstance(batch, Batch) else batch
-    if not isinstance(src_ids, Tensor) or src_ids.ndim != 2:
+    images = isinstance(src_ids, Tensor) and src_ids.ndim == 4 and not isinstance(model, Seq2SeqTransformer)
+    if not isinstance(src_ids, Tensor) or (src_ids.ndim != 2 and not images):
         raise ValueError(f"src_ids must be [B, S]; got {shape_str(getattr(src_ids, 'shape', ()))}")
-    if max_new_tokens is None:
+    if max_new_tokens is None and not images:  # a captioner's default is its own (up to its max_len)
         max_new_tokens = min(2 * src_ids.shape[1] + 8, model.config.max_len - 1)
     src_ids = src_ids.to(next(model.parameters()).device)
     ids = dict(bos_id=tgt_vocab.bos_id, eos_id=tgt_vocab.eos_id, max_new_tokens=max_new_tokens)
     if isinstance(model, Seq2SeqTransformer):
         tokens = greedy_decode(model, src_ids, cache="full", **ids).tokens
-    else:  # lesson 09's other translators (course_lib.conditioning) decode themselves
+    else:  # lesson 09's other translators (course_lib.conditioning) and lesson 10's captioner decode themselves
         tokens = model.greedy_decode(src_ids, **ids)
     return [tgt_vocab.decode(row) for row in tokens.cpu()]
 

@@ -206,7 +206,7 @@ def _train(model: Seq2SeqTransformer, train_data: ParallelData, valid_data: Para
         history.loss.append(loss.item())
         history.lr.append(lr)
         history.elapsed.append(time.perf_counter() - start)
-        history.tokens += int((batch.src_ids != pad_id).sum()) + batch.n_target_tokens(pad_id)
+        history.tokens += batch.n_source_tokens(pad_id) + batch.n_target_tokens(pad_id)
         history.train_seconds += time.perf_counter() - step_start
         step = len(history.loss)
         if valid_data is not None and step % config.eval_every == 0:
