@@ -40,7 +40,7 @@ SHARED_MODELS: dict[str, tuple[str, ...]] = {
 LESSON_FILE = re.compile(r"^(notebooks|solutions|exercises)/(\d\d)_[^/]+\.ipynb$")
 LESSON_FOLDER_ORDER = {"notebooks": 0, "solutions": 1, "exercises": 2}
 # Groups that take longest on 2 cores (seconds, measured in a parallel run): started first.
-SLOW_GROUPS: dict[str, int] = {"lesson09": 300, "lesson07-translator": 280}
+SLOW_GROUPS: dict[str, int] = {"lesson09": 300, "lesson07-translator": 280, "lesson10": 220}
 
 
 def pytest_configure(config: pytest.Config) -> None:

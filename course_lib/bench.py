@@ -189,6 +189,60 @@ def training_main(device: torch.device, *, quick: bool, repeats: int) -> None:
           "Tokens/s: source + target tokens (no padding) per second spent in training steps.")
 
 
+def captioning_benchmark(*, seeds: Sequence[int] = (0,), device: torch.device | str = "cpu",
+                         sizes: dict[str, int] | None = None, eval_every: int = 100,
+                         max_steps: int = 1500) -> list[dict]:
+    """Lesson 10: a captioner trained per seed (``captioning.train_captioner``: lesson 07's recipe, stopping at 99 %
+    validation exact match or ``max_steps``; nothing read from or written to the cache), scored on the test and
+    generalisation splits, and its cross-attention heads' grounding on the test split. One dict per seed."""
+    from .captioning import caption_data, grounding_by_head, train_captioner
+    from .metrics import exact_match, translate_data
+    from .training import TrainConfig
+
+    rows = []
+    for seed in seeds:
+        data = caption_data(seed, sizes)
+        config = TrainConfig(max_steps=max_steps, eval_every=eval_every, time_budget_s=600.0, target_exact_match=0.99,
+                             repeat_long_from=None, seed=seed)
+        trained, history = train_captioner(data, seed=seed, config=config, device=device, progress=False)
+        score = {name: exact_match(translate_data(trained.model, data[name]), [list(e.target) for e in
+                                                                              data[name].examples])
+                 for name in ("test", "generalisation")}
+        grounding = grounding_by_head(trained.model, data["test"])  # [layers, heads]
+        best = divmod(int(grounding.argmax()), grounding.shape[1])
+        rows.append(dict(seed=seed, t95_s=history.time_to(0.95), t99_s=history.time_to(0.99), seconds=history.seconds,
+                         steps=history.steps, stop_reason=history.stop_reason,
+                         images_per_s=history.steps * config.batch_size / history.train_seconds,
+                         exact_match=score["test"], generalisation=score["generalisation"],
+                         best_head=best, best_grounding=float(grounding.max()),
+                         worst_grounding=float(grounding.min())))
+    return rows
+
+
+def format_captioning_table(rows: list[dict]) -> str:
+    seconds = lambda t: "not reached" if t is None else f"{t:.0f}"
+    return markdown_table(
+        ["seed", "to 95 % (s)", "to 99 % (s)", "trained (s)", "steps", "stopped by", "images/s", "test exact match",
+         "generalisation exact match", "best head (layer, head)", "its grounding", "worst head's grounding"],
+        [[r["seed"], seconds(r["t95_s"]), seconds(r["t99_s"]), f"{r['seconds']:.0f}", r["steps"], r["stop_reason"],
+          f"{r['images_per_s']:,.0f}", f"{r['exact_match']:.1%}", f"{r['generalisation']:.1%}",
+          f"{r['best_head'][0]}, {r['best_head'][1]}", f"{r['best_grounding']:.0%}", f"{r['worst_grounding']:.0%}"]
+         for r in rows], align="rrrrrlrrrrrr")
+
+
+def captioning_main(device: torch.device, *, quick: bool, repeats: int) -> None:
+    """``--captioning``: lesson 10's table (seeds 0 .. repeats - 1)."""
+    sizes, steps = ({"train": 500, "valid": 50, "test": 50, "generalisation": 20}, 20) if quick else (None, 1500)
+    print(f"Captioning benchmark: {header_line(device)}; {_training_threads_text()}; load average "
+          f"{os.getloadavg()[0]:.2f} at the start.\n")
+    print("### Lesson 10: a captioner over 8x8 patches of 48x48 scenes, validation exact match every 100 steps\n")
+    print(format_captioning_table(captioning_benchmark(seeds=range(repeats), device=device, sizes=sizes,
+                                                       eval_every=10 if quick else 100, max_steps=steps)))
+    print("\nSeconds count from the first training step: scene generation excluded, validation decoding included. "
+          "Grounding: the share of the test captions' colour and shape words whose most-attended patch is on the "
+          "object (a head looking at random: 11 %).")
+
+
 def conditioning_benchmark(*, seeds: Sequence[int] = (0,), time_budget_s: float = 40.0,
                            device: torch.device | str = "cpu", sizes: dict[str, int] | None = None,
                            n_long: int = 600) -> list[dict]:
@@ -414,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only the thread-settings table: training throughput, idle and next to a busy process")
     parser.add_argument("--conditioning", action="store_true",
                         help="only lesson 09's table: five conditioners, same budget (repeats = seeds)")
+    parser.add_argument("--captioning", action="store_true",
+                        help="only lesson 10's table: the captioner's training, accuracy and grounding "
+                             "(repeats = seeds)")
     return parser
 
 
@@ -432,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.conditioning:
         conditioning_main(device, quick=args.quick, repeats=repeats)
+        return
+    if args.captioning:
+        captioning_main(device, quick=args.quick, repeats=repeats)
         return
     if args.threads:
         threads_main(quick=args.quick)

@@ -8,6 +8,7 @@ from torch import nn
 from .attention import MultiHeadAttention
 from .layers import DecoderLayer, EncoderLayer
 from .model import Decoder, Encoder
+from .vision import CrossAttentionBlock
 
 
 @torch.no_grad()
@@ -72,3 +73,36 @@ def load_torch_transformer(encoder: Encoder, decoder: Decoder, theirs: nn.Transf
         encoder.norm.load_state_dict(theirs.encoder.norm.state_dict())
         decoder.norm.load_state_dict(theirs.decoder.norm.state_dict())
     return encoder, decoder
+
+
+class TorchCrossAttentionBlock(nn.Module):
+    """``vision.CrossAttentionBlock`` built from PyTorch's own modules: three ``nn.LayerNorm`` (query, source,
+    feed-forward), ``nn.MultiheadAttention`` with ``kdim = vdim = d_source`` and an ``nn.Sequential`` feed-forward
+    with ``nn.GELU``; pre-norm, residual connections. Returns ``(x, weights [B, H, T, S])``."""
+
+    def __init__(self, d_model: int, d_source: int, n_heads: int, d_ff: int) -> None:
+        super().__init__()
+        self.norm_query, self.norm_source, self.norm_ffn = nn.LayerNorm(d_model), nn.LayerNorm(d_source), \
+            nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, kdim=d_source, vdim=d_source, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        normed = self.norm_source(source)
+        attended, weights = self.attn(self.norm_query(x), normed, normed, key_padding_mask=key_padding_mask,
+                                      average_attn_weights=False)
+        x = x + attended
+        return x + self.ffn(self.norm_ffn(x)), weights
+
+
+@torch.no_grad()
+def load_torch_cross_attention_block(ours: CrossAttentionBlock, theirs: TorchCrossAttentionBlock
+                                     ) -> CrossAttentionBlock:
+    """Copy ``theirs``' weights into ``ours`` (same sizes): the attention with ``load_torch_mha``, the rest by name."""
+    load_torch_mha(ours.attn, theirs.attn)
+    for name in ("norm_query", "norm_source", "norm_ffn"):
+        getattr(ours, name).load_state_dict(getattr(theirs, name).state_dict())
+    ours.ffn.linear1.load_state_dict(theirs.ffn[0].state_dict())
+    ours.ffn.linear2.load_state_dict(theirs.ffn[2].state_dict())
+    return ours

@@ -92,3 +92,13 @@ def test_peer_benchmark_says_so_without_transformers(monkeypatch, capsys) -> Non
                         if name.startswith("transformers") else real_import(name, *a, **k))
     bench.main(["--peer", "--quick"])
     assert "transformers is not installed" in capsys.readouterr().out
+
+
+def test_captioning_benchmark_quick_prints_one_row_per_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    bench.main(["--captioning", "--quick"])
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| 0 |")]
+    assert len(table) == 1 and "grounding" in out
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    assert cells[4] == "20" or cells[5] == "target reached"  # 20 steps at most
+    assert cells[10].endswith("%") and 0 <= int(cells[10][:-1]) <= 100

@@ -46,3 +46,36 @@ def test_the_grounding_heatmap_writes_every_score_and_the_chance_level() -> None
     assert {"0.50", "1.00", "0.25", "0.00"} <= texts
     assert "11%" in fig.axes[0].get_title()
     plt.close(fig)
+
+
+def test_the_gallery_titles_each_image_with_its_caption() -> None:
+    from course_lib.vision_charts import scene_gallery
+
+    scene_list = scenes.random_scenes(np.random.default_rng(0), 5)
+    fig = scene_gallery(torch.from_numpy(scenes.render(scene_list, 0)), [str(s) for s in scene_list], columns=3)
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes if ax.get_title()]
+    assert titles == [str(s) for s in scene_list]
+    plt.close(fig)
+
+
+def test_the_patch_grid_numbers_every_patch_and_shows_the_first_tokens() -> None:
+    from course_lib.vision_charts import patch_grid_figure
+
+    image = torch.from_numpy(scenes.render(scenes.random_scene(np.random.default_rng(1)), 0)[0])
+    fig = patch_grid_figure(image, 8, shown=5)
+    numbers = {t.get_text() for t in fig.axes[0].texts}
+    assert numbers == {str(n) for n in range(36)}
+    assert [ax.get_title() for ax in fig.axes[1:]] == ["0", "1", "2", "3", "4"]
+    plt.close(fig)
+
+
+def test_position_similarity_is_one_on_the_chosen_patch() -> None:
+    from course_lib.vision import patch_positions_2d
+    from course_lib.vision_charts import position_similarity_figure
+
+    fig = position_similarity_figure(patch_positions_2d(6, 6, 32), 6, patches=(14,))
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.shape == (6, 6) and shown[2, 2] == pytest.approx(1.0) and float(shown.max()) == pytest.approx(1.0)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="grid"):
+        position_similarity_figure(torch.zeros(30, 8), 6)

@@ -168,3 +168,18 @@ def test_the_captioner_names_a_wrong_image(bad: torch.Tensor, message: str) -> N
 def test_the_patch_encoder_refuses_a_patch_size_that_does_not_divide_the_image() -> None:
     with pytest.raises(ValueError, match="must divide image_size"):
         PatchEncoder(image_size=48, patch_size=7, channels=3, d_image=16, n_heads=2, n_layers=1, d_ff=32)
+
+
+def test_the_reference_block_from_pytorch_modules_loads_into_ours() -> None:
+    from course_lib.reference import TorchCrossAttentionBlock, load_torch_cross_attention_block
+
+    torch.manual_seed(3)
+    theirs = TorchCrossAttentionBlock(d_model=16, d_source=24, n_heads=2, d_ff=32).eval()
+    ours = load_torch_cross_attention_block(CrossAttentionBlock(16, 24, 2, 32), theirs).eval()
+    x, source = torch.randn(2, 3, 16), torch.randn(2, 5, 24)
+    keep = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    with torch.no_grad():
+        expected, expected_w = theirs(x, source, key_padding_mask=~keep)
+        got, got_w = ours(x, source, mask=keep[:, None, None, :], need_weights=True)
+    assert_close(got, expected, **TOLERANCE[torch.float32])
+    assert_close(got_w, expected_w, **TOLERANCE[torch.float32])
