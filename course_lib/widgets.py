@@ -28,6 +28,28 @@ from .translator import Translator
 MEAN = -1  # head selector value for "mean over heads"
 
 
+def show_figure(output: widgets.Output, figure: Figure, previous: Figure | None = None) -> Figure:
+    """Put ``figure`` in ``output`` as a PNG (at most 880 px wide at 80 dpi: it fits an output area), replacing what
+    was there, and close ``previous``. Returns ``figure`` (kept for saving)."""
+    if previous is not None:
+        plt.close(previous)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    output.outputs = ()
+    output.append_display_data(Image(data=buffer.getvalue(), format="png"))
+    return figure
+
+
+def save_figure_png(figure: Figure, path: str | Path) -> Path:
+    """Save ``figure`` at 150 dpi to ``path`` (".png" added if it has another suffix); returns the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        path = path.with_suffix(".png")
+    figure.savefig(path, dpi=150)
+    return path
+
+
 def _to_4d(name: str, values: torch.Tensor | np.ndarray) -> np.ndarray:
     """``[T_q, T_k]``, ``[H, T_q, T_k]`` or ``[L, H, T_q, T_k]`` -> float array ``[L, H, T_q, T_k]``."""
     array = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
@@ -171,23 +193,13 @@ class AttentionExplorer:
 
     def redraw(self) -> None:
         """Replace the figure in the output area with one for the current controls."""
-        if self.figure is not None:
-            plt.close(self.figure)
-        self.figure = self.draw()
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=80)  # <= 880 px wide: fits an output area
-        plt.close(self.figure)
-        self.output.outputs = ()
-        self.output.append_display_data(Image(data=buffer.getvalue(), format="png"))
+        self.figure = show_figure(self.output, self.draw(), self.figure)
 
     def save_png(self, path: str | Path) -> Path:
         """Save the figure now on screen as a PNG (what the "Save PNG" button does)."""
-        path = Path(path)
-        if path.suffix.lower() != ".png":
-            path = path.with_suffix(".png")
         if self.figure is None:
             self.redraw()
-        self.figure.savefig(path, dpi=150)
+        path = save_figure_png(self.figure, path)
         self.status.value = f"saved {path}"
         return path
 

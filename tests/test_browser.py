@@ -38,6 +38,7 @@ _LESSONS = {p.name: p.read_text() for p in sorted((ROOT / "notebooks").glob("*.i
 TRANSLATION_LESSONS = [name for name, text in _LESSONS.items() if "TranslationExplorer(" in text]
 EXPLORER_LESSONS = [name for name, text in _LESSONS.items()
                     if "AttentionExplorer(" in text and name not in TRANSLATION_LESSONS]
+CAPTION_LESSONS = [name for name, text in _LESSONS.items() if "CaptionExplorer(" in text]
 
 pytestmark = pytest.mark.browser
 
@@ -84,6 +85,22 @@ cl.widgets.AttentionExplorer(weights, ["le", "chat", "noir", "dort", "<eos>"],
     )
 
 
+def _caption_notebook() -> nbformat.NotebookNode:
+    """A minimal notebook showing the caption explorer on the briefly trained captioner."""
+    code = """from course_lib import captioning as cap
+from course_lib.vision_widgets import CaptionExplorer
+
+trained = cap.load_or_train_captioner(device=device)  # from $COURSE_CACHE_DIR
+test = cap.caption_data(0, {"train": 1, "valid": 1, "test": 20, "generalisation": 1})["test"]
+CaptionExplorer(trained.model, trained.vocab, test.scenes)"""
+    return nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# Caption explorer smoke test"),
+               nbformat.v4.new_code_cell(setup_cell_source(course_lib.__version__)),
+               nbformat.v4.new_code_cell(code)],
+        metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    )
+
+
 def _translation_notebook() -> nbformat.NotebookNode:
     """A minimal notebook showing the translation explorer on the briefly trained translator."""
     code = """from course_lib import training
@@ -101,12 +118,19 @@ explorer"""
 
 @pytest.fixture(scope="session")
 def translator_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder for ``COURSE_CACHE_DIR`` holding a toy translator trained for 10 s (once per session)."""
+    """A folder for ``COURSE_CACHE_DIR`` holding a toy translator trained for 10 s and a captioner trained for 60
+    steps (once per session)."""
+    from course_lib import captioning as cap
     from course_lib.training import TrainConfig, save_translator, train_toy_translator
 
     folder = tmp_path_factory.mktemp("course-cache")
     translator = train_toy_translator(config=TrainConfig(time_budget_s=10), progress=False).translator
     save_translator(translator, folder / "toy_translator.pt")
+    # and lesson 10's captioner, trained for 60 steps (its captions are poor: the test drives the explorer)
+    data = cap.caption_data(0, {"train": 2_000, "valid": 20, "test": 20, "generalisation": 10})
+    config = TrainConfig(max_steps=60, eval_every=60, time_budget_s=60, target_exact_match=None, repeat_long_from=None)
+    captioner, _ = cap.train_captioner(data, config=config, progress=False)
+    cap.save_captioner(captioner, folder / "lesson10" / "captioner-seed0.pt")
     return folder
 
 
@@ -119,6 +143,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, translator_cache: Path) -> Ite
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     nbformat.write(_explorer_notebook(), root / "notebooks" / "explorer_smoke_test.ipynb")
     nbformat.write(_translation_notebook(), root / "notebooks" / "translation_smoke_test.ipynb")
+    nbformat.write(_caption_notebook(), root / "notebooks" / "caption_smoke_test.ipynb")
     env = dict(os.environ)
     env["COURSE_CACHE_DIR"] = str(translator_cache)
     for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "MPLCONFIGDIR"):
@@ -271,18 +296,25 @@ def _selected_label(select: Locator) -> str:
     return select.evaluate("s => s.options[s.selectedIndex].textContent").replace("\xa0", " ")  # ipywidgets: nbsp
 
 
-def _drive_translation_explorer(page: Page, url: str, name: str) -> None:
-    """Run All; then in the first translation explorer: move the query slider and choose head 1, type a new
-    sentence (figure and translation change, head 1 kept), type an unknown word (a message, no traceback)."""
+def _open_and_run_all(page: Page, url: str, name: str, widget: str) -> tuple[str, Locator]:
+    """Open notebook ``name`` in a fresh workspace, Run All (a screenshot, no errors), and return its stem and the
+    first ``widget`` (a CSS selector), rendered and scrolled into view."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     stem = Path(name).stem
     page.goto(url.format(name=name, workspace=stem.replace("_", "-")))
     _run_all(page)
     page.screenshot(path=str(ARTIFACTS / f"{stem}-0-run-all.png"), full_page=True)
     assert _errors(page) == []
-    root = page.locator(".translation-explorer").first
+    root = page.locator(widget).first
     root.wait_for(timeout=120_000)  # widget views render after the kernel's last message
     root.scroll_into_view_if_needed()
+    return stem, root
+
+
+def _drive_translation_explorer(page: Page, url: str, name: str) -> None:
+    """Run All; then in the first translation explorer: move the query slider and choose head 1, type a new
+    sentence (figure and translation change, head 1 kept), type an unknown word (a message, no traceback)."""
+    stem, root = _open_and_run_all(page, url, name, ".translation-explorer")
     explorer, message = root.locator(".attention-explorer"), root.locator(".translation-message")
     text_box = root.locator(".translation-input input")
     first = _settled_image(page, explorer)
@@ -317,6 +349,43 @@ def _drive_translation_explorer(page: Page, url: str, name: str) -> None:
     root.screenshot(path=str(ARTIFACTS / f"{stem}-3-unknown-word.png"))
 
 
+def _drive_caption_explorer(page: Page, url: str, name: str) -> None:
+    """Run All; then in the first caption explorer: step to the next word, choose head 1, build a scene (caption and
+    figure change), build one with two objects in one cell (a message, no traceback, the figure kept)."""
+    stem, root = _open_and_run_all(page, url, name, ".caption-explorer")
+    message = root.locator(".caption-message")
+    first = _settled_image(page, root)
+    root.screenshot(path=str(ARTIFACTS / f"{stem}-1-after-run-all.png"))
+
+    handle = root.locator(".caption-word .noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")  # word 0 -> 1
+    after_word = _settled_image(page, root)
+    assert after_word != first, "stepping to the next word redraws the figure"
+    root.locator(".caption-head select").select_option(label="1")
+    after_head = _settled_image(page, root)
+    assert after_head != after_word, "choosing another head redraws the figure"
+
+    root.locator(".caption-shape-0 select").select_option(label="triangle")
+    root.locator(".caption-cell-0 select").select_option(label="4")
+    root.locator(".caption-shape-1 select").select_option(label="square")
+    root.locator(".caption-cell-1 select").select_option(label="6")
+    before = message.inner_text()
+    root.locator(".caption-build button, button.caption-build").first.click()
+    now = _wait_for_change(page, message.inner_text, before, "the caption")
+    built = _settled_image(page, root)
+    assert built != after_head, "a built scene is drawn"
+    root.screenshot(path=str(ARTIFACTS / f"{stem}-2-built-scene.png"))
+
+    root.locator(".caption-cell-1 select").select_option(label="4")  # the same cell as object 1
+    root.locator(".caption-build button, button.caption-build").first.click()
+    now = _wait_for_change(page, message.inner_text, now, "the message")
+    assert "used twice" in now
+    assert _errors(page) == [] and "Traceback" not in root.inner_text()
+    assert root.locator(".widget-output img").count() == 1, "the last good scene's figure stays"
+    root.screenshot(path=str(ARTIFACTS / f"{stem}-3-overlap.png"))
+
+
 @pytest.fixture(scope="module")
 def page(browser: BrowserContext) -> Iterator[Page]:
     page = browser.new_page()
@@ -341,3 +410,14 @@ def test_translation_explorer_translates_what_is_typed_in_jupyterlab(page: Page,
 def test_lesson_runs_and_its_translation_explorer_works_in_jupyterlab(page: Page, lab: tuple[str, Path],
                                                                       name: str) -> None:
     _drive_translation_explorer(page, lab[0], name)
+
+
+def test_caption_explorer_steps_through_words_and_builds_scenes_in_jupyterlab(page: Page,
+                                                                           lab: tuple[str, Path]) -> None:
+    _drive_caption_explorer(page, lab[0], "caption_smoke_test.ipynb")
+
+
+@pytest.mark.parametrize("name", CAPTION_LESSONS)
+def test_lesson_runs_and_its_caption_explorer_works_in_jupyterlab(page: Page, lab: tuple[str, Path],
+                                                                  name: str) -> None:
+    _drive_caption_explorer(page, lab[0], name)
