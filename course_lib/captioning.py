@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .data import BOS_ID, EOS_ID, PAD_ID, Batch, Vocabulary, collate
 from .scenes import CAPTION_WORDS, SceneSet, make_splits
+from .training import History, TrainConfig, train
 from .vision import Captioner, CaptionerConfig
 
 
@@ -72,7 +73,7 @@ class CaptionData:
         return ImageBatch(self.images[index], self.tgt_in[index, :t], self.tgt_out[index, :t], self.patches)
 
     def batches(self, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None,
-                repeats: Tensor | None = None, **_: object) -> Iterator[ImageBatch]:
+                repeats: Tensor | None = None) -> Iterator[ImageBatch]:
         """One epoch in batches of at most ``batch_size`` (shuffled with ``generator``)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -102,12 +103,10 @@ class TrainedCaptioner(NamedTuple):
     info: dict
 
 
-def train_captioner(data: dict[str, CaptionData], *, seed: int = 0, config=None, device: torch.device | str = "cpu",
-                    progress: bool = True) -> tuple[TrainedCaptioner, object]:
+def train_captioner(data: dict[str, CaptionData], *, seed: int = 0, config: TrainConfig | None = None,
+                    device: torch.device | str = "cpu", progress: bool = True) -> tuple[TrainedCaptioner, History]:
     """A fresh ``Captioner`` trained on ``data["train"]`` with ``training.train`` (validation on
     ``data["valid"]``); returns ``(TrainedCaptioner, History)``."""
-    from .training import TrainConfig, train
-
     config = config or TrainConfig(max_steps=1500, eval_every=250, time_budget_s=240.0, target_exact_match=0.99,
                                    repeat_long_from=None, seed=seed)
     torch.manual_seed(seed)

@@ -15,7 +15,6 @@ folder, so a second run of the lesson loads it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -28,8 +27,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from ._checks import require_ndim, require_tensor, shape_str
 from .cache import KVCache
 from .data import BOS_ID, PAD_ID, Vocabulary
-from .env import num_threads
-from .generate import decoding_threads
+from .generate import greedy_tokens
 from .layers import EncoderLayer, sinusoidal_positions
 from .masks import causal_mask, combine_masks, padding_mask_from_ids, prefix_lm_mask
 from .model import AttentionMaps, Seq2SeqTransformer, TransformerConfig
@@ -85,31 +83,6 @@ class OneVectorTransformer(Seq2SeqTransformer):
     def source_mask(self, src_ids: Tensor) -> Tensor:
         """The memory is one vector, always there: an all-True mask ``[B, 1, 1, 1]``."""
         return torch.ones(src_ids.shape[0], 1, 1, 1, dtype=torch.bool, device=src_ids.device)
-
-
-# --- a shared greedy loop --------------------------------------------------------------------------------------
-def greedy_tokens(next_logits: Callable[[Tensor, int], Tensor], batch: int, *, bos_id: int, eos_id: int | None,
-                  pad_id: int, max_new_tokens: int, device: torch.device) -> Tensor:
-    """Greedy decoding around ``next_logits(last_tokens [B, 1], step) -> [B, V]``, as ``greedy_decode`` does
-    it: a finished row continues with ``pad_id``; stop when every row has produced ``eos_id``.
-
-    Returns the new tokens ``[B, T_new]`` (no BOS). The steps run on ``generate.decoding_threads`` CPU threads."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
-    last = torch.full((batch, 1), bos_id, dtype=torch.long, device=device)  # [B, 1]
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens = []
-    with num_threads(decoding_threads(last)):
-        for step in range(max_new_tokens):
-            token = next_logits(last, step).argmax(dim=-1)  # [B]
-            if eos_id is not None:
-                token = token.masked_fill(finished, pad_id)
-                finished = finished | (token == eos_id)
-            tokens.append(token)
-            last = token[:, None]
-            if eos_id is not None and bool(finished.all()):
-                break
-    return torch.stack(tokens, dim=1)  # [B, T_new]
 
 
 def _check_batch(src_ids: Tensor, tgt_ids: Tensor) -> None:

@@ -14,6 +14,7 @@ All four produce the same tokens; only the amount of computation differs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -306,3 +307,28 @@ def _merge_pool(pool_scores: Tensor, pool_tokens: Tensor, scores: Tensor, tokens
     best, index = all_scores.topk(pool_scores.shape[1], dim=-1)  # a stable order: the pool's earlier entries first
     all_tokens = torch.cat([pool_tokens, tokens], dim=1)  # [B, P + N, T_max]
     return best, all_tokens.gather(1, index[..., None].expand(-1, -1, all_tokens.shape[-1]))
+
+
+def greedy_tokens(next_logits: Callable[[Tensor, int], Tensor], batch: int, *, bos_id: int, eos_id: int | None,
+                  pad_id: int, max_new_tokens: int, device: torch.device) -> Tensor:
+    """Greedy decoding around ``next_logits(last_tokens [B, 1], step) -> [B, V]``, as ``greedy_decode`` does
+    it: a finished row continues with ``pad_id``; stop when every row has produced ``eos_id``.
+
+    Returns the new tokens ``[B, T_new]`` (no BOS). The steps run on ``decoding_threads`` CPU threads. Used by the
+    models that decode themselves: lesson 09's GRU and decoder-only translators, lesson 10's captioner."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
+    last = torch.full((batch, 1), bos_id, dtype=torch.long, device=device)  # [B, 1]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens = []
+    with num_threads(decoding_threads(last)):
+        for step in range(max_new_tokens):
+            token = next_logits(last, step).argmax(dim=-1)  # [B]
+            if eos_id is not None:
+                token = token.masked_fill(finished, pad_id)
+                finished = finished | (token == eos_id)
+            tokens.append(token)
+            last = token[:, None]
+            if eos_id is not None and bool(finished.all()):
+                break
+    return torch.stack(tokens, dim=1)  # [B, T_new]

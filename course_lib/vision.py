@@ -18,6 +18,7 @@ from ._checks import require_ndim, require_tensor, shape_str
 from .attention import MultiHeadAttention, SourceKV
 from .cache import DecoderCache, KVCache
 from .data import BOS_ID, PAD_ID
+from .generate import greedy_tokens
 from .layers import EncoderLayer, FeedForward, sinusoidal_positions
 from .masks import causal_mask
 from .model import AttentionMaps
@@ -237,8 +238,6 @@ class Captioner(nn.Module):
         """Greedy captions ``[B, T_new]`` (no ``<bos>``; after ``eos_id``, the pad id). With ``use_cache`` each
         step feeds one token (self-attention K/V cache; the image's K/V projected once); without, every step
         reruns the whole prefix. Same tokens either way."""
-        from .conditioning import greedy_tokens  # conditioning imports generate, which imports model
-
         max_new_tokens = self.config.max_len - 1 if max_new_tokens is None else max_new_tokens
         if not 1 <= max_new_tokens < self.config.max_len:
             raise ValueError(f"max_new_tokens must be in 1..{self.config.max_len - 1}; got {max_new_tokens}")

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import course_lib as cl
-from course_lib import conditioning as cd
 from course_lib.env import num_threads, small_model_threads
 from course_lib.generate import decoding_threads
 
@@ -67,13 +66,15 @@ def test_an_explicit_thread_count_wins(two_threads) -> None:
 
 
 def test_the_decoders_of_lesson_09_follow_the_same_rule(two_threads) -> None:
-    """``conditioning.greedy_tokens`` is the step loop of the GRU and decoder-only translators."""
+    """``generate.greedy_tokens`` is the step loop of lesson 09's GRU and decoder-only translators and of lesson
+    10's captioner."""
     seen: list[int] = []
 
     def next_logits(last: torch.Tensor, step: int) -> torch.Tensor:
         seen.append(torch.get_num_threads())
         return torch.zeros(last.shape[0], 5)
 
-    cd.greedy_tokens(next_logits, 2, bos_id=1, eos_id=None, pad_id=0, max_new_tokens=4, device=torch.device("cpu"))
+    cl.generate.greedy_tokens(next_logits, 2, bos_id=1, eos_id=None, pad_id=0, max_new_tokens=4,
+                              device=torch.device("cpu"))
     assert seen == [small_model_threads()] * 4
     assert torch.get_num_threads() == 2
