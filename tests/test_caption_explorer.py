@@ -40,6 +40,8 @@ def test_it_starts_with_a_caption_and_a_figure(explorer: CaptionExplorer) -> Non
 @pytest.mark.parametrize("control, value, title", [("layer", 1, "layer 1"), ("head", 1, "head 1"),
                                                    ("head", MEAN, "mean over heads")])
 def test_changing_a_control_redraws(explorer: CaptionExplorer, control: str, value: object, title: str) -> None:
+    other = explorer.head.options[-1][1] if control == "head" and value == MEAN else MEAN  # a value to change from
+    getattr(explorer, control).value = other if control == "head" else 0
     explorer.output.outputs = ()
     getattr(explorer, control).value = value
     assert title in explorer.figure.axes[0].get_title()
