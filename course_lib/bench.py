@@ -454,6 +454,93 @@ def threads_main(*, quick: bool) -> None:
                          align="lrr"))
 
 
+def fusion_benchmark(*, seeds: Sequence[int] = (0,), sizes: dict[str, int] | None = None,
+                     steps: dict[str, int] | None = None, latents: Sequence[int] = (1, 4, 16, 64),
+                     encoder: torch.nn.Module | None = None) -> list[dict]:
+    """Lesson 11: each fusion model trained per seed with the lesson's recipe (``fusion_runs.train_qa_model``,
+    nothing read from or written to the cache), scored on the test split with both sources and with each left out.
+    The image features come from lesson 10's captioner (seed 0, frozen, from the cache or trained), or ``encoder``."""
+    from .fusion_runs import DEFAULT_STEPS, lesson11_data, scores, train_qa_model
+    from .questions import qa_data
+
+    steps = {**DEFAULT_STEPS, **(steps or {})}
+    rows = []
+    for seed in seeds:
+        if encoder is None:
+            data = lesson11_data(seed, sizes, progress=False)
+        else:
+            data = qa_data(seed, sizes)
+            for split in data.values():
+                split.encode_images(encoder)
+        text_only = train_qa_model("text only", data, seed=seed, steps=steps["text only"], progress=False)
+        runs = [("concatenation", None), ("separate", None), ("prefix", None), ("text only", None),
+                ("gated", None), ("ungated", None), *[("latents", m) for m in latents]]
+        for kind, m in runs:
+            trained = text_only if kind == "text only" else train_qa_model(
+                kind, data, seed=seed, steps=steps[kind], n_latents=m, text_model=text_only.model, progress=False)
+            test = data["test"]
+            row = dict(model=kind if m is None else f"latents M={m}", seed=seed, steps=trained.info["steps"],
+                       parameters=trained.info["parameters"], trainable=trained.info["trainable"],
+                       ms_per_step=trained.info["ms_per_step"], scores=scores(trained.model, test))
+            if kind in ("concatenation", "separate", "prefix"):
+                row["no_image"] = scores(trained.model, test, drop="image")["all"]
+                row["no_question"] = scores(trained.model, test, drop="question")["all"]
+            if kind == "gated":
+                row["gates"] = trained.info["gates"][-1]
+            rows.append(row)
+    return rows
+
+
+def format_fusion_table(rows: list[dict]) -> str:
+    """One row per model: the mean over seeds, with the range when there are several."""
+    from .questions import KINDS
+
+    def cell(values: list[float | None], percent: bool = True) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "—"
+        show = (lambda v: f"{100 * v:.0f}") if percent else (lambda v: f"{v:,.0f}")
+        mean = sum(values) / len(values)
+        return show(mean) + (f" ({show(min(values))}–{show(max(values))})" if len(values) > 1 else "")
+
+    table = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        table.append([model, f"{mine[0]['parameters']:,}", f"{mine[0]['trainable']:,}", mine[0]["steps"],
+                      cell([r["ms_per_step"] for r in mine], False),
+                      *[cell([r["scores"][k] for r in mine]) for k in (*KINDS, "all")],
+                      cell([r.get("no_image") for r in mine]), cell([r.get("no_question") for r in mine])])
+    return markdown_table(["model", "parameters", "trained", "steps", "ms/step", *[f"{k} %" for k in KINDS],
+                           "test EM %", "no image %", "no question %"], table, align="lrrrr" + "r" * (len(KINDS) + 3))
+
+
+def fusion_main(device: torch.device, *, quick: bool, repeats: int) -> None:
+    """``--fusion``: lesson 11's table (seeds 0 .. repeats - 1)."""
+    from .fusion_runs import LEARNING_RATE
+
+    if device.type != "cpu":
+        print("note: lesson 11's models train on the CPU here (the bench measures the course's CPU setting)")
+    encoder, sizes, steps, latents = None, None, None, (1, 4, 16, 64)
+    if quick:
+        from .vision import PatchEncoder
+
+        torch.manual_seed(0)
+        encoder = PatchEncoder(image_size=48, patch_size=8, channels=3, d_image=96, n_heads=4, n_layers=1, d_ff=64)
+        sizes = {"train": 200, "valid": 20, "test": 40}
+        steps = {kind: 3 for kind in ("concatenation", "separate", "prefix", "text only", "gated", "ungated",
+                                      "latents")}
+        latents = (1, 4)
+    print(f"Fusion benchmark: {header_line(torch.device('cpu'))}; {_training_threads_text()}; load average "
+          f"{os.getloadavg()[0]:.2f} at the start.\n")
+    print(f"### Lesson 11: image + question -> answer; batch 64, learning rate {LEARNING_RATE}, steps as listed\n")
+    rows = fusion_benchmark(seeds=range(repeats), sizes=sizes, steps=steps, latents=latents, encoder=encoder)
+    print(format_fusion_table(rows))
+    gates = [r["gates"] for r in rows if "gates" in r]
+    print("\nTest exact match per question kind and overall; 'no image' / 'no question': overall, with that source "
+          "masked out. Gated model's final gates (tanh alpha_attn, tanh alpha_ffn) per block, per seed: "
+          + "; ".join(str([tuple(round(g, 2) for g in pair) for pair in seed_gates]) for seed_gates in gates))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 repeat (for tests)")
@@ -471,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--captioning", action="store_true",
                         help="only lesson 10's table: the captioner's training, accuracy and grounding "
                              "(repeats = seeds)")
+    parser.add_argument("--fusion", action="store_true",
+                        help="only lesson 11's table: fusion models, Flamingo's gate and latents (repeats = seeds)")
     return parser
 
 
@@ -492,6 +581,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.captioning:
         captioning_main(device, quick=args.quick, repeats=repeats)
+        return
+    if args.fusion:
+        fusion_main(device, quick=args.quick, repeats=repeats)
         return
     if args.threads:
         threads_main(quick=args.quick)

@@ -150,12 +150,18 @@ def translate_ids(model: Seq2SeqTransformer, batch: Batch | Tensor, tgt_vocab: V
                   max_new_tokens: int | None = None) -> list[list[str]]:
     """Greedy translations (K/V cache) of a batch: ``src_ids [B, S]`` -> one list of words per sentence.
     ``model``: a ``Seq2SeqTransformer``, any translator of ``course_lib.conditioning``, or a
-    ``vision.Captioner`` (then ``src_ids`` are images ``[B, C, H, W]``).
+    ``vision.Captioner`` (then ``src_ids`` are images ``[B, C, H, W]``), or a model of ``course_lib.fusion`` (then
+    they are ``questions.Sources``).
 
     At most ``max_new_tokens`` words each (default ``2 S + 8``: the toy pair's targets are at most
     about 1.5 times their source).
     """
     src_ids = batch.src_ids if isinstance(batch, Batch) else batch
+    if not isinstance(src_ids, Tensor) and hasattr(src_ids, "to") and hasattr(model, "greedy_decode"):
+        # several sources (lesson 11's questions.Sources): the model decodes itself, to its own length limit
+        tokens = model.greedy_decode(src_ids.to(next(model.parameters()).device), bos_id=tgt_vocab.bos_id,
+                                     eos_id=tgt_vocab.eos_id, max_new_tokens=max_new_tokens)
+        return [tgt_vocab.decode(row) for row in tokens.cpu()]
     images = isinstance(src_ids, Tensor) and src_ids.ndim == 4 and not isinstance(model, Seq2SeqTransformer)
     if not isinstance(src_ids, Tensor) or (src_ids.ndim != 2 and not images):
         raise ValueError(f"src_ids must be [B, S]; got {shape_str(getattr(src_ids, 'shape', ()))}")

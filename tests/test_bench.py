@@ -102,3 +102,16 @@ def test_captioning_benchmark_quick_prints_one_row_per_seed(capsys: pytest.Captu
     cells = [c.strip() for c in table[0].strip("|").split("|")]
     assert cells[4] == "20" or cells[5] == "target reached"  # 20 steps at most
     assert cells[10].endswith("%") and 0 <= int(cells[10][:-1]) <= 100
+
+
+def test_fusion_benchmark_quick_prints_every_model(capsys: pytest.CaptureFixture[str]) -> None:
+    bench.main(["--fusion", "--quick"])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in out.splitlines() if line.startswith("| ") and "---" not in line and "model" not in line}
+    assert set(rows) == {"concatenation", "separate", "prefix", "text only", "gated", "ungated", "latents M=1",
+                         "latents M=4"}
+    assert rows["gated"][3] == "3"  # steps
+    assert int(rows["gated"][2].replace(",", "")) < int(rows["gated"][1].replace(",", ""))  # the LM is frozen
+    assert rows["concatenation"][-1] != "—" and rows["latents M=1"][-1] == "—"
+    assert "final gates" in out
