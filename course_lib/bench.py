@@ -278,25 +278,28 @@ def conditioning_benchmark(*, seeds: Sequence[int] = (0,), time_budget_s: float 
     return rows
 
 
+def mean_range_cell(values: Sequence[float | None], percent: bool = True) -> str:
+    """The mean of ``values`` (None skipped), with the range when there are several: "93 (90–95)"; "—" if none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "—"
+    show = (lambda v: f"{100 * v:.0f}") if percent else (lambda v: f"{v:,.0f}")
+    mean = sum(present) / len(present)
+    return show(mean) + (f" ({show(min(present))}–{show(max(present))})" if len(present) > 1 else "")
+
+
 def format_conditioning_table(rows: list[dict]) -> str:
     """One row per kind: the mean over seeds, with the range when there are several."""
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     buckets = list(rows[0]["buckets"])
 
-    def cell(values: list[float | None], percent: bool = True) -> str:
-        values = [v for v in values if v is not None]
-        if not values:
-            return "—"
-        show = (lambda v: f"{100 * v:.0f}") if percent else (lambda v: f"{v:,.0f}")
-        mean = sum(values) / len(values)
-        return show(mean) + (f" ({show(min(values))}–{show(max(values))})" if len(values) > 1 else "")
-
     table = []
     for kind in kinds:
         mine = [r for r in rows if r["kind"] == kind]
-        table.append([kind, f"{mine[0]['parameters']:,}", cell([r["steps"] for r in mine], False),
-                      cell([r["tokens_per_s"] for r in mine], False), cell([r["exact_match"] for r in mine]),
-                      *[cell([r["buckets"][b] for r in mine]) for b in buckets]])
+        table.append([kind, f"{mine[0]['parameters']:,}", mean_range_cell([r["steps"] for r in mine], False),
+                      mean_range_cell([r["tokens_per_s"] for r in mine], False),
+                      mean_range_cell([r["exact_match"] for r in mine]),
+                      *[mean_range_cell([r["buckets"][b] for r in mine]) for b in buckets]])
     return markdown_table(["model", "parameters", "steps", "tokens/s", "test EM %", *[f"{b} words" for b in buckets]],
                           table, align="lrrrr" + "r" * len(buckets))
 
@@ -495,28 +498,21 @@ def format_fusion_table(rows: list[dict]) -> str:
     """One row per model: the mean over seeds, with the range when there are several."""
     from .questions import KINDS
 
-    def cell(values: list[float | None], percent: bool = True) -> str:
-        values = [v for v in values if v is not None]
-        if not values:
-            return "—"
-        show = (lambda v: f"{100 * v:.0f}") if percent else (lambda v: f"{v:,.0f}")
-        mean = sum(values) / len(values)
-        return show(mean) + (f" ({show(min(values))}–{show(max(values))})" if len(values) > 1 else "")
-
     table = []
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         table.append([model, f"{mine[0]['parameters']:,}", f"{mine[0]['trainable']:,}", mine[0]["steps"],
-                      cell([r["ms_per_step"] for r in mine], False),
-                      *[cell([r["scores"][k] for r in mine]) for k in (*KINDS, "all")],
-                      cell([r.get("no_image") for r in mine]), cell([r.get("no_question") for r in mine])])
+                      mean_range_cell([r["ms_per_step"] for r in mine], False),
+                      *[mean_range_cell([r["scores"][k] for r in mine]) for k in (*KINDS, "all")],
+                      mean_range_cell([r.get("no_image") for r in mine]),
+                      mean_range_cell([r.get("no_question") for r in mine])])
     return markdown_table(["model", "parameters", "trained", "steps", "ms/step", *[f"{k} %" for k in KINDS],
                            "test EM %", "no image %", "no question %"], table, align="lrrrr" + "r" * (len(KINDS) + 3))
 
 
 def fusion_main(device: torch.device, *, quick: bool, repeats: int) -> None:
     """``--fusion``: lesson 11's table (seeds 0 .. repeats - 1)."""
-    from .fusion_runs import LEARNING_RATE
+    from .fusion_runs import LATENT_LEARNING_RATE, LEARNING_RATE
 
     if device.type != "cpu":
         print("note: lesson 11's models train on the CPU here (the bench measures the course's CPU setting)")
@@ -532,7 +528,8 @@ def fusion_main(device: torch.device, *, quick: bool, repeats: int) -> None:
         latents = (1, 4)
     print(f"Fusion benchmark: {header_line(torch.device('cpu'))}; {_training_threads_text()}; load average "
           f"{os.getloadavg()[0]:.2f} at the start.\n")
-    print(f"### Lesson 11: image + question -> answer; batch 64, learning rate {LEARNING_RATE}, steps as listed\n")
+    print(f"### Lesson 11: image + question -> answer; batch 64, learning rate {LEARNING_RATE} (latents: "
+          f"{LATENT_LEARNING_RATE}), steps as listed\n")
     rows = fusion_benchmark(seeds=range(repeats), sizes=sizes, steps=steps, latents=latents, encoder=encoder)
     print(format_fusion_table(rows))
     gates = [r["gates"] for r in rows if "gates" in r]

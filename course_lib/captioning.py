@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .data import BOS_ID, EOS_ID, PAD_ID, Batch, Vocabulary, collate
+from .data import BOS_ID, EOS_ID, PAD_ID, Batch, Vocabulary, collate, epoch_batches
 from .scenes import CAPTION_WORDS, SceneSet, make_splits
 from .training import History, TrainConfig, train
 from .vision import Captioner, CaptionerConfig
@@ -75,15 +75,7 @@ class CaptionData:
     def batches(self, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None,
                 repeats: Tensor | None = None) -> Iterator[ImageBatch]:
         """One epoch in batches of at most ``batch_size`` (shuffled with ``generator``)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        order = torch.arange(len(self))
-        if repeats is not None:
-            order = order.repeat_interleave(repeats)
-        if shuffle:
-            order = order[torch.randperm(len(order), generator=generator)]
-        for group in order.split(batch_size):
-            yield self.batch(group)
+        return epoch_batches(self, batch_size, shuffle=shuffle, generator=generator, repeats=repeats)
 
 
 def caption_data(seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, CaptionData]:

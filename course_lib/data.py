@@ -201,6 +201,22 @@ class ParallelData:
             yield self.batch(group)
 
 
+def epoch_batches(data, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None,
+                  repeats: Tensor | None = None) -> Iterator:
+    """One epoch of ``data.batch(indices)`` in groups of at most ``batch_size`` examples, each example ``repeats[i]``
+    times (default once), in a random order drawn from ``generator`` when ``shuffle``. For data sets without
+    lengths to bucket by (lessons 10-11's images)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    order = torch.arange(len(data))
+    if repeats is not None:
+        order = order.repeat_interleave(repeats)
+    if shuffle:
+        order = order[torch.randperm(len(order), generator=generator)]
+    for group in order.split(batch_size):
+        yield data.batch(group)
+
+
 def length_repeats(src_lengths: Tensor, reference: int, power: float = 2.0) -> Tensor:
     """How often to show each example per epoch, so rare long sentences are seen often enough:
     ``ceil((S / reference) ** power)`` for a source of ``S`` words (once up to ``reference`` words)."""

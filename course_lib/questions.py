@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import PAD_ID, Batch, Vocabulary, collate
+from .data import PAD_ID, Batch, Vocabulary, collate, epoch_batches
 from .scenes import COLOURS, SHAPES, Scene, SceneSet, make_splits
 
 KINDS = ("colour", "shape", "where", "count")
@@ -168,15 +168,7 @@ class QAData:
     def batches(self, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None,
                 repeats: Tensor | None = None) -> Iterator[QABatch]:
         """One epoch in batches of at most ``batch_size`` (shuffled with ``generator``)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        order = torch.arange(len(self))
-        if repeats is not None:
-            order = order.repeat_interleave(repeats)
-        if shuffle:
-            order = order[torch.randperm(len(order), generator=generator)]
-        for group in order.split(batch_size):
-            yield self.batch(group)
+        return epoch_batches(self, batch_size, shuffle=shuffle, generator=generator, repeats=repeats)
 
     @torch.no_grad()
     def encode_images(self, encoder: torch.nn.Module, *, batch_size: int = 500) -> QAData:
