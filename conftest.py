@@ -35,12 +35,16 @@ ROOT = Path(__file__).resolve().parent
 SHARED_MODELS: dict[str, tuple[str, ...]] = {
     "lesson07-translator": ("notebooks/07_toy_translation.ipynb", "notebooks/08_attention_explorer.ipynb",
                             "tests/test_browser.py"),
+    # lesson 11 reads images through lesson 10's captioner's (frozen) encoder
+    "lesson10-captioner": ("notebooks/10_image_captioning.ipynb", "solutions/10_image_captioning.ipynb",
+                           "exercises/10_image_captioning.ipynb", "notebooks/11_fusing_sources.ipynb",
+                           "solutions/11_fusing_sources.ipynb", "exercises/11_fusing_sources.ipynb"),
 }
 # The notebooks, solutions and exercises of one lesson form one group (they load the lesson's models, if any).
 LESSON_FILE = re.compile(r"^(notebooks|solutions|exercises)/(\d\d)_[^/]+\.ipynb$")
 LESSON_FOLDER_ORDER = {"notebooks": 0, "solutions": 1, "exercises": 2}
 # Groups that take longest on 2 cores (seconds, measured in a parallel run): started first.
-SLOW_GROUPS: dict[str, int] = {"lesson09": 300, "lesson07-translator": 280, "lesson10": 220}
+SLOW_GROUPS: dict[str, int] = {"lesson10-captioner": 560, "lesson09": 300, "lesson07-translator": 280}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -50,6 +50,19 @@ def test_every_file_that_loads_lesson_07s_translator_runs_after_lesson_07() -> N
         assert relative in files[1:], relative
 
 
+def test_every_file_that_loads_lesson_10s_captioner_runs_after_lesson_10() -> None:
+    """Lesson 10 saves the captioner; lesson 11 (``fusion_runs.lesson11_data``) and lesson 10's solution and
+    exercise load it from the cache folder, so they must follow lesson 10 in its group."""
+    from_cache = re.compile(r"load_or_train_captioner\(|lesson11_data\(")
+    files = root_conftest.SHARED_MODELS["lesson10-captioner"]
+    assert files[0] == "notebooks/10_image_captioning.ipynb"
+    loaders = [path.relative_to(ROOT).as_posix() for folder in ("notebooks", "solutions", "exercises")
+               for path in sorted((ROOT / folder).glob("*.ipynb")) if from_cache.search(path.read_text())]
+    assert "notebooks/11_fusing_sources.ipynb" in loaders
+    for relative in loaders:
+        assert relative in files[1:], relative
+
+
 def test_the_file_of_a_test_id_as_an_xdist_worker_sends_it() -> None:
     assert root_conftest.file_of("tests/test_generate.py::test_greedy[cpu]") == "tests/test_generate.py"
     assert root_conftest.file_of("notebooks/07_toy_translation.ipynb::Cell 3") == "notebooks/07_toy_translation.ipynb"
