@@ -35,11 +35,12 @@ DEFAULT_STEPS = {"concatenation": 1000, "separate": 1000, "prefix": 1000, "text 
                  "ungated": 800, "latents": 1000}
 
 
-def lesson11_data(seed: int = 0, sizes: dict[str, int] | None = None, *, progress: bool = True
+def lesson11_data(seed: int = 0, sizes: dict[str, int] | None = None, *, device: torch.device | str = "cpu",
+                  progress: bool = True
                   ) -> dict[str, QAData]:
     """``questions.qa_data(seed, sizes)`` with every image's patch features from lesson 10's captioner (seed 0),
     frozen: loaded from the cache folder, or trained first (about two minutes) when lesson 10 has not run."""
-    encoder = load_or_train_captioner(0, progress=progress).model.encoder
+    encoder = load_or_train_captioner(0, device=device, progress=progress).model.encoder  # features kept on the CPU
     data = qa_data(seed, sizes)
     for split in data.values():
         split.encode_images(encoder)
@@ -86,13 +87,13 @@ class TrainedQA(NamedTuple):
 
 def train_qa_model(kind: str, data: dict[str, QAData], *, seed: int = 0, steps: int | None = None,
                    n_latents: int | None = None, text_model: QuestionOnlyLM | None = None,
-                   progress: bool = True) -> TrainedQA:
+                   device: torch.device | str = "cpu", progress: bool = True) -> TrainedQA:
     """Train a fresh model of ``kind`` for ``steps`` steps (default ``DEFAULT_STEPS[kind]``) with lesson 07's loop
     (batch 64, learning rate ``LEARNING_RATE``, ``LATENT_LEARNING_RATE`` for "latents", warm-up then cosine decay),
     validation exact match every quarter."""
     steps = DEFAULT_STEPS[kind] if steps is None else steps
     torch.manual_seed(seed)
-    model = build_model(kind, fusion_config(data["train"], n_latents), text_model)
+    model = build_model(kind, fusion_config(data["train"], n_latents), text_model).to(device)
     gates: list[list[tuple[float, float]]] = []
     gate_steps: list[int] = []
 
@@ -150,15 +151,15 @@ def load_qa_model(path: str | Path, *, device: torch.device | str = "cpu") -> Tr
 
 def load_or_train_qa(kind: str, data: dict[str, QAData], *, seed: int = 0, steps: int | None = None,
                      n_latents: int | None = None, text_model: QuestionOnlyLM | None = None,
-                     progress: bool = True) -> TrainedQA:
+                     device: torch.device | str = "cpu", progress: bool = True) -> TrainedQA:
     """The cached model of ``run_path(...)`` if there is one, else ``train_qa_model(...)``, saved there."""
     path = run_path(kind, seed=seed, steps=steps, n_latents=n_latents)
     if path.exists():
-        trained = load_qa_model(path)
+        trained = load_qa_model(path, device=device)
         trained.info["from_cache"] = True
         return trained
     trained = train_qa_model(kind, data, seed=seed, steps=steps, n_latents=n_latents, text_model=text_model,
-                             progress=progress)
+                             device=device, progress=progress)
     save_qa_model(trained, path)
     trained.info["from_cache"] = False
     return trained
@@ -194,7 +195,7 @@ def pad_questions(sources: Sources, extra: int, pad_id: int = 0) -> Sources:
 def padding_change(model: nn.Module, data: QAData, *, extra: int = 5, n: int = 200) -> float:
     """Largest change of any answer logit when every question gets ``extra`` padding tokens: 0 up to round-off
     when the model's masks hide padding."""
-    batch = data.batch(range(min(n, len(data))))
+    batch = data.batch(range(min(n, len(data)))).to(next(model.parameters()).device)
     plain = model(batch.src_ids, batch.tgt_in)
     padded = model(pad_questions(batch.src_ids, extra, model.config.pad_id), batch.tgt_in)
     return float((plain - padded).abs().max())
@@ -211,7 +212,7 @@ def source_shares(model: nn.Module, data: QAData, *, n: int = 500) -> Tensor:
     - separate: each source has its own softmax (weights sum to 1 on each), so the share is that of each
       sublayer's update size, ``|update| / (|image update| + |question update|)``.
     """
-    batch = data.batch(range(min(n, len(data))))
+    batch = data.batch(range(min(n, len(data)))).to(next(model.parameters()).device)
     sources, tgt_in = batch.src_ids, batch.tgt_in
     real = (batch.tgt_out != model.config.pad_id).float()  # [B, T]: answer positions that count
     mean = lambda t: (t * real).sum() / real.sum()  # noqa: E731 - over the real answer positions
