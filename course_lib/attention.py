@@ -142,6 +142,9 @@ class MultiHeadAttention(nn.Module):
         bias: whether the four projections have biases.
         use_sdpa: compute with ``F.scaled_dot_product_attention`` when weights are not requested
             (same result, faster); False always uses the hand-written path.
+        chunk_size: if given, compute with ``long_attention.chunked_attention`` (exact attention over
+            ``chunk_size`` keys at a time, memory flat in the source length) when weights are not requested;
+            it takes precedence over ``use_sdpa`` and has no dropout. Three paths, one result.
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class MultiHeadAttention(nn.Module):
         d_source: int | None = None,
         bias: bool = True,
         use_sdpa: bool = True,
+        chunk_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -167,7 +171,10 @@ class MultiHeadAttention(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.d_source = d_model if d_source is None else d_source
-        self.dropout, self.use_sdpa = dropout, use_sdpa
+        if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool)
+                                       or chunk_size < 1):
+            raise ValueError(f"chunk_size must be None or an int >= 1; got {chunk_size!r}")
+        self.dropout, self.use_sdpa, self.chunk_size = dropout, use_sdpa, chunk_size
         self.q_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
         self.k_proj = nn.Linear(self.d_source, d_model, bias=bias, **factory)
         self.v_proj = nn.Linear(self.d_source, d_model, bias=bias, **factory)
@@ -313,7 +320,15 @@ class MultiHeadAttention(nn.Module):
                 "mask", mask, torch.Size((q.shape[0], self.n_heads, q.shape[2], k.shape[2])), "[B, H, T_q, T_k]"
             )
         dropout_p = self.dropout if self.training else 0.0
-        if self.use_sdpa and not need_weights:
+        if self.chunk_size is not None and not need_weights:
+            if dropout_p > 0.0:
+                raise ValueError(f"the chunked path has no dropout; got dropout={self.dropout} while training "
+                                 "(use chunk_size=None, or dropout=0, or eval mode)")
+            from .long_attention import chunked_attention
+
+            context = chunked_attention(q, k, v, mask, chunk_size=self.chunk_size)
+            attn_weights = None
+        elif self.use_sdpa and not need_weights:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
             if mask is not None:  # rows with no visible key: zeros, as in the hand-written path
                 context = context.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)

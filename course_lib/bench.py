@@ -538,6 +538,79 @@ def fusion_main(device: torch.device, *, quick: bool, repeats: int) -> None:
           + "; ".join(str([tuple(round(g, 2) for g in pair) for pair in seed_gates]) for seed_gates in gates))
 
 
+@torch.no_grad()
+def long_source_benchmark(*, batch: int = 4, heads: int = 4, t_tgt: int = 128, d_head: int = 64,
+                          lengths: Sequence[int] = (1024, 4096, 16384, 65536), chunk_size: int = 256,
+                          chunks: Sequence[int] = (32, 64, 256, 1024, 4096), sweep_length: int = 16384,
+                          hand_up_to: int = 16384, repeats: int = 3, seed: int = 0) -> dict[str, list[dict]]:
+    """Lesson 12: cross-attention of ``t_tgt`` queries over a long source, forward, no grad, float32, CPU.
+    "lengths": peak memory and median time of the hand-written path (up to ``hand_up_to`` keys), the chunked
+    path (``chunk_size`` keys at a time) and ``F.scaled_dot_product_attention``, for each source length;
+    "chunks": the chunked path at ``sweep_length`` keys for each chunk size. Outputs are checked equal first."""
+    import torch.nn.functional as F
+
+    from .attention import scaled_dot_product_attention
+    from .long_attention import chunked_attention
+    from .measure import peak_memory_bytes
+
+    device = torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed)
+    shape = lambda t: torch.randn(batch, heads, t, d_head, generator=gen)  # noqa: E731
+    hand = lambda q, k, v: scaled_dot_product_attention(q, k, v)[0]  # noqa: E731
+    rows: dict[str, list[dict]] = {"lengths": [], "chunks": []}
+    for t_src in lengths:
+        qkv = (shape(t_tgt), shape(t_src), shape(t_src))
+        calls = {"chunked": partial(chunked_attention, *qkv, chunk_size=chunk_size),
+                 "sdpa": partial(F.scaled_dot_product_attention, *qkv)}
+        if t_src <= hand_up_to:
+            calls["hand"] = partial(hand, *qkv)
+        reference = calls["sdpa"]()
+        diff = max(float((fn() - reference).abs().max()) for fn in calls.values())  # also the warm-up
+        seconds = median_seconds(calls, repeats=repeats, device=device)
+        rows["lengths"].append(dict(t_src=t_src, max_abs_diff=diff, seconds=seconds,
+                                    peak_bytes={name: peak_memory_bytes(fn, device) for name, fn in calls.items()}))
+    qkv = (shape(t_tgt), shape(sweep_length), shape(sweep_length))
+    sdpa_s = median_seconds({"sdpa": partial(F.scaled_dot_product_attention, *qkv)}, repeats=repeats,
+                            device=device)["sdpa"]
+    for chunk in chunks:
+        fn = partial(chunked_attention, *qkv, chunk_size=chunk)
+        fn()  # warm-up
+        rows["chunks"].append(dict(chunk=chunk, seconds=median_seconds({"c": fn}, repeats=repeats, device=device)["c"],
+                                   sdpa_seconds=sdpa_s, peak_bytes=peak_memory_bytes(fn, device)))
+    return rows
+
+
+def format_long_source_tables(rows: dict[str, list[dict]]) -> str:
+    mib = lambda b: f"{b / 2**20:,.2f}"  # noqa: E731
+    first = markdown_table(
+        ["T_src", "hand (ms)", "chunked (ms)", "SDPA (ms)", "chunked / SDPA time", "hand peak (MiB)",
+         "chunked peak (MiB)", "SDPA peak (MiB)", "hand / chunked peak", "max abs diff"],
+        [[r["t_src"], f"{1000 * r['seconds']['hand']:.1f}" if "hand" in r["seconds"] else "—",
+          f"{1000 * r['seconds']['chunked']:.1f}", f"{1000 * r['seconds']['sdpa']:.1f}",
+          f"{r['seconds']['chunked'] / r['seconds']['sdpa']:.2f}x",
+          mib(r["peak_bytes"]["hand"]) if "hand" in r["peak_bytes"] else "—", mib(r["peak_bytes"]["chunked"]),
+          mib(r["peak_bytes"]["sdpa"]),
+          f"{r['peak_bytes']['hand'] / r['peak_bytes']['chunked']:.1f}x" if "hand" in r["peak_bytes"] else "—",
+          f"{r['max_abs_diff']:.1e}"] for r in rows["lengths"]], align="r" * 10)
+    second = markdown_table(
+        ["chunk (keys)", "time (ms)", "time / SDPA's", "peak (MiB)"],
+        [[r["chunk"], f"{1000 * r['seconds']:.1f}", f"{r['seconds'] / r['sdpa_seconds']:.2f}x",
+          mib(r["peak_bytes"])] for r in rows["chunks"]], align="rrrr")
+    return first + "\n\nChunk sizes:\n\n" + second
+
+
+def long_main(*, quick: bool, repeats: int) -> None:
+    """``--long``: lesson 12's tables (cross-attention over long sources, forward, CPU)."""
+    options = dict(lengths=(64, 256), chunks=(16, 64), sweep_length=256, hand_up_to=256, t_tgt=8) if quick else {}
+    print(f"Long-source benchmark: {header_line(torch.device('cpu'))}; median of {repeats} runs after a warm-up; "
+          f"load average {os.getloadavg()[0]:.2f} at the start.\n")
+    print(f"### Cross-attention over a long source (B=4, H=4, T_tgt={options.get('t_tgt', 128)}, d_head=64, float32, "
+          "forward, no grad)\n")
+    print(format_long_source_tables(long_source_benchmark(repeats=repeats, **options)))
+    print("\nChunked: course_lib.long_attention.chunked_attention, exact (online softmax); peak memory from the "
+          "profiler's allocator events, output included.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 repeat (for tests)")
@@ -555,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--captioning", action="store_true",
                         help="only lesson 10's table: the captioner's training, accuracy and grounding "
                              "(repeats = seeds)")
+    parser.add_argument("--long", action="store_true",
+                        help="only lesson 12's tables: cross-attention over long sources, chunked vs SDPA vs hand")
     parser.add_argument("--fusion", action="store_true",
                         help="only lesson 11's table: fusion models, Flamingo's gate and latents (repeats = seeds)")
     return parser
@@ -581,6 +656,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.fusion:
         fusion_main(device, quick=args.quick, repeats=repeats)
+        return
+    if args.long:
+        long_main(quick=args.quick, repeats=repeats)
         return
     if args.threads:
         threads_main(quick=args.quick)

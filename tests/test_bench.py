@@ -115,3 +115,14 @@ def test_fusion_benchmark_quick_prints_every_model(capsys: pytest.CaptureFixture
     assert int(rows["gated"][2].replace(",", "")) < int(rows["gated"][1].replace(",", ""))  # the LM is frozen
     assert rows["concatenation"][-1] != "—" and rows["latents M=1"][-1] == "—"
     assert "final gates" in out
+
+
+def test_long_source_benchmark_quick_checks_every_path(capsys: pytest.CaptureFixture[str]) -> None:
+    bench.main(["--long", "--quick"])
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    lengths = [r for r in rows if len(r) == 10]
+    assert [r[0] for r in lengths] == ["64", "256"] and len(rows) == 4
+    assert all(float(r[-1]) < 1e-4 for r in lengths)  # the three paths agree
+    assert "T_tgt=8" in out
