@@ -139,6 +139,32 @@ def document_mask(segment_ids: Tensor) -> Tensor:
     return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # [B, 1, T, T]
 
 
+def cross_document_mask(query_segments: Tensor, key_segments: Tensor) -> Tensor:
+    """Cross-attention mask for packed documents: a query may read a key only of its own document.
+
+    The cross-attention version of ``document_mask``: target segments packed into the queries, retrieved passages
+    (or sources) packed into the keys, each labelled with the id of the example it belongs to (RETRO's chunks and
+    their neighbours, or several translation pairs in one row). Ids below 0 mark padding, which nothing reads.
+
+    Args:
+        query_segments: ``[B, T_q]`` integer document id of each query position.
+        key_segments: ``[B, T_k]`` integer document id of each key position.
+
+    Returns:
+        bool ``[B, 1, T_q, T_k]``: True where the two ids are equal and not negative.
+    """
+    for name, ids in (("query_segments", query_segments), ("key_segments", key_segments)):
+        require_tensor(name, ids)
+        require_ndim(name, ids, 2, "[B, T]")
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer document ids; got dtype {ids.dtype}")
+    if query_segments.shape[0] != key_segments.shape[0]:
+        raise ValueError(f"query_segments and key_segments must have the same batch size: got "
+                         f"{shape_str(query_segments.shape)} and {shape_str(key_segments.shape)}")
+    same = query_segments[:, :, None] == key_segments[:, None, :]  # [B, T_q, T_k]
+    return (same & (key_segments[:, None, :] >= 0))[:, None]  # [B, 1, T_q, T_k]
+
+
 def key_padding_mask_from_mask(mask: Tensor) -> Tensor:
     """Course padding mask ``[B, 1, 1, S]`` (True = attend) -> PyTorch ``key_padding_mask`` ``[B, S]``
     (True = ignore), as ``nn.MultiheadAttention`` and ``nn.Transformer`` expect."""

@@ -162,3 +162,91 @@ def test_multi_head_attention_rejects_a_bad_chunk_size_and_dropout_on_the_chunke
     with pytest.raises(ValueError, match="no dropout"):
         module(torch.randn(1, 3, 8))
     module.eval()(torch.randn(1, 3, 8))  # no dropout in eval mode: fine
+
+
+# --- retrieval: a cross-attention mask that keeps documents apart -----------------------------------------------
+
+def _packed_segments(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query and key document ids [B, T]: runs of ids 0, 1, 2 ..., then -1 padding (a different split per row)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows_q, rows_k = [], []
+    for _ in range(3):
+        n_docs = int(torch.randint(1, 4, (1,), generator=gen))
+        q = torch.cat([torch.full((int(torch.randint(1, 5, (1,), generator=gen)),), d) for d in range(n_docs)])
+        k = torch.cat([torch.full((int(torch.randint(1, 9, (1,), generator=gen)),), d) for d in range(n_docs)])
+        rows_q.append(torch.cat([q, torch.full((12 - len(q),), -1)]))
+        rows_k.append(torch.cat([k, torch.full((27 - len(k),), -1)]))
+    return torch.stack(rows_q), torch.stack(rows_k)  # [3, 12], [3, 27]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cross_document_mask_equals_a_brute_force_oracle(seed: int) -> None:
+    from course_lib.masks import cross_document_mask
+
+    query_ids, key_ids = _packed_segments(seed)
+    mask = cross_document_mask(query_ids, key_ids)
+    assert mask.shape == (3, 1, 12, 27) and mask.dtype == torch.bool
+    for b in range(3):
+        for i in range(12):
+            for j in range(27):
+                expected = bool(query_ids[b, i] == key_ids[b, j] and key_ids[b, j] >= 0)
+                assert bool(mask[b, 0, i, j]) == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cross_document_attention_equals_flex_attention_with_a_block_mask(seed: int) -> None:
+    import warnings
+
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from course_lib.masks import cross_document_mask
+
+    query_ids, key_ids = _packed_segments(seed)
+    gen = torch.Generator().manual_seed(100 + seed)
+    q, k, v = (torch.randn(3, 2, t, 8, generator=gen) for t in (12, 27, 27))
+
+    def same_document(b, h, q_idx, kv_idx):
+        return (query_ids[b, q_idx] == key_ids[b, kv_idx]) & (key_ids[b, kv_idx] >= 0)
+
+    block_mask = create_block_mask(same_document, 3, None, 12, 27, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager flex_attention warns that it materialises the scores
+        theirs = flex_attention(q, k, v, block_mask=block_mask)
+    mask = cross_document_mask(query_ids, key_ids)
+    ours = chunked_attention(q, k, v, mask, chunk_size=5)
+    has_key = mask.expand(3, 2, 12, 27).any(dim=-1)  # padding queries read nothing
+    assert_close(ours[has_key], theirs[has_key], atol=1e-5, rtol=1e-5)
+    assert torch.equal(ours[~has_key], torch.zeros_like(ours[~has_key]))
+
+
+def test_cross_document_mask_rejects_mismatched_or_float_ids() -> None:
+    from course_lib.masks import cross_document_mask
+
+    with pytest.raises(ValueError, match="same batch size"):
+        cross_document_mask(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer document ids"):
+        cross_document_mask(torch.zeros(2, 3), torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        cross_document_mask(torch.zeros(3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_sources_of_different_lengths_as_nested_jagged_tensors_equal_padding_and_a_mask() -> None:
+    """No padding at all: each source keeps its own length inside one nested tensor, and PyTorch's SDPA attends
+    within each; the course pads to the longest and masks. Same outputs."""
+    import warnings
+
+    gen = torch.Generator().manual_seed(3)
+    heads, d, t_q, lengths = 2, 8, 4, [5, 11, 3, 1]
+    qs = [torch.randn(t_q, heads, d, generator=gen) for _ in lengths]
+    ks, vs = ([torch.randn(s, heads, d, generator=gen) for s in lengths] for _ in range(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "nested tensors are a prototype"
+        jagged = [torch.nested.nested_tensor(xs, layout=torch.jagged).transpose(1, 2) for xs in (qs, ks, vs)]
+        theirs = F.scaled_dot_product_attention(*jagged).unbind()  # each [H, T_q, d]
+    longest = max(lengths)
+    padded = lambda xs: torch.stack([torch.cat([x, x.new_zeros(longest - len(x), heads, d)]) for x in xs])  # noqa: E731
+    q, k, v = torch.stack(qs).transpose(1, 2), padded(ks).transpose(1, 2), padded(vs).transpose(1, 2)
+    mask = (torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]  # [B, 1, 1, S]
+    ours = chunked_attention(q, k, v, mask, chunk_size=4)  # [B, H, T_q, d]
+    for b, out in enumerate(theirs):
+        assert_close(ours[b], out, atol=1e-5, rtol=1e-5)
