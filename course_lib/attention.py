@@ -9,6 +9,7 @@ Conventions (the same everywhere in the course):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import torch
@@ -128,6 +129,11 @@ class SourceKV(NamedTuple):
     v: Tensor
 
 
+AttentionCore = Callable[[Tensor, Tensor, Tensor, Tensor | None, bool], tuple[Tensor, Tensor | None]]
+"""``core(q, k, v, mask, need_weights) -> (context, weights or None)``, on per-head tensors ``[B, H, T, d_head]``:
+what replaces exact attention in ``MultiHeadAttention.attention_core`` (lesson 12's approximations)."""
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention for self-attention (one input) and cross-attention (a separate source).
 
@@ -145,6 +151,12 @@ class MultiHeadAttention(nn.Module):
         chunk_size: if given, compute with ``long_attention.chunked_attention`` (exact attention over
             ``chunk_size`` keys at a time, memory flat in the source length) when weights are not requested;
             it takes precedence over ``use_sdpa`` and has no dropout. Three paths, one result.
+
+    Attributes:
+        attention_core: None (exact attention, by one of the three paths), or an ``AttentionCore``
+            ``core(q, k, v, mask, need_weights) -> (context, weights or None)`` used instead, on the
+            per-head tensors (lesson 12 swaps approximations into a trained model this way). The core
+            gets the mask as given (bool, broadcastable to ``[B, H, T_q, T_k]``) and no dropout.
     """
 
     def __init__(
@@ -175,6 +187,7 @@ class MultiHeadAttention(nn.Module):
                                        or chunk_size < 1):
             raise ValueError(f"chunk_size must be None or an int >= 1; got {chunk_size!r}")
         self.dropout, self.use_sdpa, self.chunk_size = dropout, use_sdpa, chunk_size
+        self.attention_core: AttentionCore | None = None  # set to swap in another attention (lesson 12)
         self.q_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
         self.k_proj = nn.Linear(self.d_source, d_model, bias=bias, **factory)
         self.v_proj = nn.Linear(self.d_source, d_model, bias=bias, **factory)
@@ -320,7 +333,9 @@ class MultiHeadAttention(nn.Module):
                 "mask", mask, torch.Size((q.shape[0], self.n_heads, q.shape[2], k.shape[2])), "[B, H, T_q, T_k]"
             )
         dropout_p = self.dropout if self.training else 0.0
-        if self.chunk_size is not None and not need_weights:
+        if self.attention_core is not None:  # an approximation (or any other attention) swapped in
+            context, attn_weights = self.attention_core(q, k, v, mask, need_weights)
+        elif self.chunk_size is not None and not need_weights:
             if dropout_p > 0.0:
                 raise ValueError(f"the chunked path has no dropout; got dropout={self.dropout} while training "
                                  "(use chunk_size=None, or dropout=0, or eval mode)")

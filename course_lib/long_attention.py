@@ -24,6 +24,28 @@ from ._checks import require_bool_mask, require_broadcastable, require_tensor
 from .attention import _check_qkv
 
 
+def online_softmax_step(running_max: Tensor, running_sum: Tensor, acc: Tensor, scores: Tensor,
+                        values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Fold one chunk of keys into the running softmax: the update at the heart of ``chunked_attention``.
+
+    Args:
+        running_max: ``m``, the largest score seen so far per query ``[..., T_q, 1]`` (``-inf`` before any key).
+        running_sum: ``l``, the sum of ``exp(score - m)`` so far ``[..., T_q, 1]``.
+        acc: the sum of ``exp(score - m) * value`` so far ``[..., T_q, d_v]``.
+        scores: this chunk's scores ``[..., T_q, C]``, masked keys already ``-inf``.
+        values: this chunk's values ``[..., C, d_v]``.
+
+    Returns:
+        The new ``(m, l, acc)``. When the maximum grows, ``l`` and ``acc`` are rescaled by ``exp(m_old - m_new)``;
+        a chunk in which every key is masked changes nothing (``-inf - (-inf)`` is never computed).
+    """
+    new_max = torch.maximum(running_max, scores.amax(dim=-1, keepdim=True))  # [..., T_q, 1]
+    shift = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)  # -inf: nothing seen yet
+    weights = torch.exp(scores - shift)  # masked keys: exp(-inf) = 0
+    correction = torch.exp(running_max - shift)  # rescales what was summed relative to the old maximum
+    return new_max, running_sum * correction + weights.sum(dim=-1, keepdim=True), acc * correction + weights @ values
+
+
 def chunked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, chunk_size: int = 256,
                       scale: float | None = None) -> Tensor:
     """``softmax(q @ k^T * scale, masked) @ v``, computed over ``chunk_size`` keys at a time (online softmax).
@@ -61,15 +83,10 @@ def chunked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = Non
         scores = q @ k[..., start:end, :].transpose(-2, -1) * scale  # [..., T_q, C]
         if mask is not None:
             scores = scores.masked_fill(~mask[..., start:end], float("-inf"))
-        new_max = torch.maximum(running_max, scores.amax(dim=-1, keepdim=True))  # [..., T_q, 1]
-        shift = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)  # -inf: nothing seen yet
-        weights = torch.exp(scores - shift)  # masked keys: exp(-inf) = 0
-        correction = torch.exp(running_max - shift)  # rescales what was summed relative to the old maximum
-        running_sum = running_sum * correction + weights.sum(dim=-1, keepdim=True)
-        acc = acc * correction + weights @ v[..., start:end, :]
-        running_max = new_max
+        running_max, running_sum, acc = online_softmax_step(running_max, running_sum, acc, scores,
+                                                             v[..., start:end, :])
     seen = running_sum > 0  # [..., T_q, 1]: False where every key was masked
     return torch.where(seen, acc / torch.where(seen, running_sum, torch.ones_like(running_sum)), 0.0)
 
 
-__all__ = ["chunked_attention"]
+__all__ = ["chunked_attention", "online_softmax_step"]

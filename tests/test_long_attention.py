@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from course_lib.attention import scaled_dot_product_attention
-from course_lib.long_attention import chunked_attention
+from course_lib.attention import MultiHeadAttention, scaled_dot_product_attention
+from course_lib.long_attention import chunked_attention, online_softmax_step
 
 TOL = {torch.float32: {"atol": 1e-5, "rtol": 1e-5}, torch.float64: {"atol": 1e-10, "rtol": 1e-10}}
 fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -250,3 +250,36 @@ def test_sources_of_different_lengths_as_nested_jagged_tensors_equal_padding_and
     ours = chunked_attention(q, k, v, mask, chunk_size=4)  # [B, H, T_q, d]
     for b, out in enumerate(theirs):
         assert_close(ours[b], out, atol=1e-5, rtol=1e-5)
+
+
+def test_online_softmax_step_all_masked_chunk_changes_nothing():
+    m = torch.tensor([[0.5]], dtype=torch.float64)
+    total, acc = torch.tensor([[2.0]], dtype=torch.float64), torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    scores = torch.full((1, 3), float("-inf"), dtype=torch.float64)
+    new = online_softmax_step(m, total, acc, scores, torch.randn(3, 2, dtype=torch.float64))
+    for got, before in zip(new, (m, total, acc)):
+        assert torch.equal(got, before)
+    first = online_softmax_step(torch.full((1, 1), float("-inf")), torch.zeros(1, 1), torch.zeros(1, 2),
+                                torch.full((1, 3), float("-inf")), torch.randn(3, 2))
+    assert not any(torch.isnan(t).any() for t in first)
+
+
+def test_attention_core_replaces_exact_attention():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x, source = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    mask = torch.rand(2, 1, 1, 7) > 0.3
+    expected, expected_weights = mha(x, source, mask=mask, need_weights=True)
+    calls = []
+
+    def core(q, k, v, core_mask, need_weights):
+        calls.append((q.shape, k.shape, need_weights))
+        return scaled_dot_product_attention(q, k, v, core_mask)
+
+    mha.attention_core = core
+    got, weights = mha(x, source, mask=mask, need_weights=True)
+    assert calls == [(torch.Size([2, 4, 5, 4]), torch.Size([2, 4, 7, 4]), True)]
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(weights, expected_weights)
+    mha.attention_core = lambda q, k, v, m, w: (torch.zeros_like(q), None)
+    assert torch.equal(mha(x, source)[0], mha.out_proj.bias.expand(2, 5, 16))
