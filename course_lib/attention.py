@@ -100,6 +100,35 @@ def scaled_dot_product_attention(
     return context, attn_weights
 
 
+def repeat_kv_heads(x: Tensor, n_heads: int) -> Tensor:
+    """Let ``n_heads`` query heads share ``H_kv`` key/value heads: ``[B, H_kv, T, d]`` -> ``[B, n_heads, T, d]``.
+
+    Query head ``h`` reads K/V head ``h // (n_heads // H_kv)``: each K/V head serves a group of consecutive query
+    heads (multi-query attention when ``H_kv = 1``, grouped-query attention in between). This is the grouping of
+    ``F.scaled_dot_product_attention(..., enable_gqa=True)`` and of ``torch.repeat_interleave(x, n_heads // H_kv,
+    dim=1)``.
+
+    Returns:
+        ``x`` itself when ``H_kv == n_heads`` (nothing is shared); otherwise a new ``[B, n_heads, T, d]`` tensor.
+
+    Raises:
+        ValueError: if ``x`` is not 4-dimensional, or ``H_kv`` does not divide ``n_heads``.
+    """
+    require_tensor("x", x)
+    require_ndim("x", x, 4, "[B, H_kv, T, d]")
+    n_kv_heads = x.shape[1]
+    if (not isinstance(n_heads, int) or isinstance(n_heads, bool) or n_heads < 1 or n_kv_heads == 0
+            or n_heads % n_kv_heads != 0):
+        raise ValueError(f"the K/V heads must divide the query heads: x has H_kv={n_kv_heads} heads "
+                         f"({shape_str(x.shape)}), n_heads={n_heads!r} (expected a positive multiple of {n_kv_heads})")
+    if n_kv_heads == n_heads:
+        return x
+    batch, _, length, width = x.shape
+    group = n_heads // n_kv_heads  # query heads per K/V head
+    x = x[:, :, None].expand(batch, n_kv_heads, group, length, width)  # [B, H_kv, group, T, d], no copy yet
+    return x.reshape(batch, n_heads, length, width)  # [B, H, T, d]: K/V head j becomes heads j*group .. j*group+group-1
+
+
 def _describe(value: object) -> str:
     """``a Tensor [2, 3, 8]``, ``SourceKV(k [2, 4, 5, 2], v [2, 4, 5, 2])``, ``a KVCache``: for error messages."""
     if isinstance(value, Tensor):
@@ -120,9 +149,10 @@ class KVCacheLike(Protocol):
 
 
 class SourceKV(NamedTuple):
-    """The cross-attention K/V: keys and values projected from a source sequence, each ``[B, H, S, d_head]``.
+    """The cross-attention K/V: keys and values projected from a source sequence, each ``[B, H_kv, S, d_head]``.
 
-    ``MultiHeadAttention.project_source`` makes them once per source; they stay fixed while decoding.
+    ``MultiHeadAttention.project_source`` makes them once per source; they stay fixed while decoding. ``H_kv`` is
+    the module's ``n_kv_heads`` (its ``n_heads`` unless K/V heads are shared).
     """
 
     k: Tensor
@@ -151,12 +181,20 @@ class MultiHeadAttention(nn.Module):
         chunk_size: if given, compute with ``long_attention.chunked_attention`` (exact attention over
             ``chunk_size`` keys at a time, memory flat in the source length) when weights are not requested;
             it takes precedence over ``use_sdpa`` and has no dropout. Three paths, one result.
+        n_kv_heads: number of key/value heads, shared by the query heads: None means ``n_heads`` (every query
+            head has its own keys and values), 1 is multi-query attention, a divisor in between grouped-query
+            attention. ``k_proj`` and ``v_proj`` then output ``n_kv_heads * d_head`` features, and what is kept
+            between decoding steps (``project_source``'s ``SourceKV``, the ``KVCache``) holds ``n_kv_heads`` heads:
+            ``n_heads / n_kv_heads`` times fewer bytes. Query head ``h`` reads K/V head
+            ``h // (n_heads // n_kv_heads)``; the shared heads are repeated (``repeat_kv_heads``) only for the
+            attention itself.
 
     Attributes:
         attention_core: None (exact attention, by one of the three paths), or an ``AttentionCore``
             ``core(q, k, v, mask, need_weights) -> (context, weights or None)`` used instead, on the
             per-head tensors (lesson 12 swaps approximations into a trained model this way). The core
-            gets the mask as given (bool, broadcastable to ``[B, H, T_q, T_k]``) and no dropout.
+            gets the mask as given (bool, broadcastable to ``[B, H, T_q, T_k]``), keys and values with ``n_heads``
+            heads (shared ones already repeated) and no dropout.
     """
 
     def __init__(
@@ -169,6 +207,7 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         use_sdpa: bool = True,
         chunk_size: int | None = None,
+        n_kv_heads: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -180,8 +219,15 @@ class MultiHeadAttention(nn.Module):
                 f"n_heads must divide d_model: got d_model={d_model}, n_heads={n_heads} "
                 f"({d_model} / {n_heads} = {d_model / n_heads:g}, expected a whole number)"
             )
+        if n_kv_heads is not None and (not isinstance(n_kv_heads, int) or isinstance(n_kv_heads, bool)
+                                       or n_kv_heads < 1 or n_heads % n_kv_heads != 0):
+            divisors = ", ".join(str(h) for h in range(1, n_heads + 1) if n_heads % h == 0)
+            raise ValueError(f"n_kv_heads must be None or a divisor of n_heads={n_heads} (one of {divisors}); "
+                             f"got n_kv_heads={n_kv_heads!r}")
         factory = {"device": device, "dtype": dtype}
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        d_kv = self.n_kv_heads * self.d_head  # width of the keys and values: d_model unless heads are shared
         self.d_source = d_model if d_source is None else d_source
         if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool)
                                        or chunk_size < 1):
@@ -189,14 +235,15 @@ class MultiHeadAttention(nn.Module):
         self.dropout, self.use_sdpa, self.chunk_size = dropout, use_sdpa, chunk_size
         self.attention_core: AttentionCore | None = None  # set to swap in another attention (lesson 12)
         self.q_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
-        self.k_proj = nn.Linear(self.d_source, d_model, bias=bias, **factory)
-        self.v_proj = nn.Linear(self.d_source, d_model, bias=bias, **factory)
+        self.k_proj = nn.Linear(self.d_source, d_kv, bias=bias, **factory)
+        self.v_proj = nn.Linear(self.d_source, d_kv, bias=bias, **factory)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
 
-    def split_heads(self, x: Tensor) -> Tensor:
-        """``[B, T, d_model]`` -> ``[B, H, T, d_head]``."""
+    def split_heads(self, x: Tensor, n_heads: int | None = None) -> Tensor:
+        """``[B, T, n_heads * d_head]`` -> ``[B, n_heads, T, d_head]``; ``n_heads`` defaults to the query heads."""
         batch, length, _ = x.shape
-        return x.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)
+        n_heads = self.n_heads if n_heads is None else n_heads
+        return x.view(batch, length, n_heads, self.d_head).transpose(1, 2)
 
     def merge_heads(self, x: Tensor) -> Tensor:
         """``[B, H, T, d_head]`` -> ``[B, T, d_model]``."""
@@ -204,12 +251,13 @@ class MultiHeadAttention(nn.Module):
         return x.transpose(1, 2).reshape(batch, length, self.d_model)
 
     def project_source(self, source: Tensor) -> SourceKV:
-        """Project a source ``[B, S, d_source]`` to per-head keys and values ``[B, H, S, d_head]``.
+        """Project a source ``[B, S, d_source]`` to per-head keys and values ``[B, n_kv_heads, S, d_head]``.
 
         Cross-attention calls this once per source and reuses the result at every decoding step.
         """
         self._check_input("source", source, self.d_source)
-        return SourceKV(self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source)))
+        return SourceKV(self.split_heads(self.k_proj(source), self.n_kv_heads),
+                        self.split_heads(self.v_proj(source), self.n_kv_heads))
 
     def _check_source_args(
         self, x: Tensor, source: Tensor | None, kv_cache: KVCacheLike | None, source_kv: SourceKV | None
@@ -242,12 +290,14 @@ class MultiHeadAttention(nn.Module):
                 f"course_lib.KVCache(); got {_describe(kv_cache)}"
             )
         if source_kv is not None:
-            expected = f"SourceKV(k, v) from project_source, each [B, H={self.n_heads}, S, d_head={self.d_head}]"
+            heads = (f"H={self.n_heads}" if self.n_kv_heads == self.n_heads
+                     else f"n_kv_heads={self.n_kv_heads} (shared by n_heads={self.n_heads} query heads)")
+            expected = f"SourceKV(k, v) from project_source, each [B, {heads}, S, d_head={self.d_head}]"
             if not (isinstance(source_kv, tuple) and len(source_kv) == 2
                     and all(isinstance(t, Tensor) for t in source_kv)):
                 raise ValueError(f"source_kv must be {expected}; got {_describe(source_kv)}")
             k, v = source_kv
-            if (k.ndim != 4 or k.shape != v.shape or k.shape[1] != self.n_heads or k.shape[3] != self.d_head
+            if (k.ndim != 4 or k.shape != v.shape or k.shape[1] != self.n_kv_heads or k.shape[3] != self.d_head
                     or k.shape[2] == 0):
                 raise ValueError(f"source_kv must be {expected}; got k {shape_str(k.shape)}, v {shape_str(v.shape)}")
 
@@ -280,7 +330,7 @@ class MultiHeadAttention(nn.Module):
                 and values (from ``x``) are appended to it and the queries attend to everything
                 cached so far. Self-attention only.
             source_kv: the **cross-attention K/V**, already projected by ``project_source``
-                (``SourceKV(k, v)``, each ``[B, H, S, d_head]``); replaces ``source``. **Beams share it**:
+                (``SourceKV(k, v)``, each ``[B, n_kv_heads, S, d_head]``); replaces ``source``. **Beams share it**:
                 when ``x`` has ``B * K`` rows, ``K`` consecutive rows per source (beam search), the ``K``
                 beams of source ``b`` read its K/V as ``K * T_q`` queries of one row, with no copy of the
                 keys and values; ``mask`` must then be ``[B or 1, 1, 1, S]``.
@@ -294,14 +344,14 @@ class MultiHeadAttention(nn.Module):
                 the ones projected before?); ``kv_cache`` with a ``source`` other than ``x``
                 (the source's keys would be appended to a self-attention cache); ``kv_cache`` with
                 ``source_kv`` (a self-attention cache used for cross-attention); a ``source_kv``
-                that is not ``SourceKV(k, v)`` with ``[B, H, S, d_head]`` tensors of this module's
-                ``H`` and ``d_head``.
+                that is not ``SourceKV(k, v)`` with ``[B, n_kv_heads, S, d_head]`` tensors of this module's
+                ``n_kv_heads`` and ``d_head``.
         """
         self._check_input("x", x, self.d_model)
         self._check_source_args(x, source, kv_cache, source_kv)
         q = self.split_heads(self.q_proj(x))  # [B, H, T_q, d_head]
         if source_kv is not None:
-            k, v = source_kv  # cross-attention K/V, [B, H, S, d_head]
+            k, v = source_kv  # cross-attention K/V, [B, H_kv, S, d_head]
         else:
             if source is None:
                 source = x
@@ -310,9 +360,9 @@ class MultiHeadAttention(nn.Module):
                     f"x and source must have the same batch size: x is {shape_str(x.shape)}, "
                     f"source is {shape_str(source.shape)}"
                 )
-            k, v = self.project_source(source)  # [B, H, T_k, d_head]
+            k, v = self.project_source(source)  # [B, H_kv, T_k, d_head]
         if kv_cache is not None:  # self-attention K/V cache: x's keys join those of earlier steps
-            k, v = kv_cache.append(k, v)  # [B, H, T_cached + T_q, d_head]
+            k, v = kv_cache.append(k, v)  # [B, H_kv, T_cached + T_q, d_head]
         beams = 1
         if source_kv is not None and k.shape[0] != q.shape[0] and q.shape[0] % k.shape[0] == 0:
             beams = q.shape[0] // k.shape[0]  # K beams per source share its K/V: fold them into the queries
@@ -332,6 +382,8 @@ class MultiHeadAttention(nn.Module):
             require_broadcastable(
                 "mask", mask, torch.Size((q.shape[0], self.n_heads, q.shape[2], k.shape[2])), "[B, H, T_q, T_k]"
             )
+        # Shared K/V heads are repeated only here, for the attention itself; the cache above keeps H_kv heads.
+        k, v = repeat_kv_heads(k, self.n_heads), repeat_kv_heads(v, self.n_heads)  # [B, H, T_k, d_head]
         dropout_p = self.dropout if self.training else 0.0
         if self.attention_core is not None:  # an approximation (or any other attention) swapped in
             context, attn_weights = self.attention_core(q, k, v, mask, need_weights)

@@ -599,6 +599,98 @@ def format_long_source_tables(rows: dict[str, list[dict]]) -> str:
     return first + "\n\nChunk sizes:\n\n" + second
 
 
+# Lesson 12, retrieval: target segments packed into the queries, their retrieved passages into the keys.
+RETRIEVAL_SIZES = {
+    "RETRO-like: 16 chunks of 64 tokens, 2 neighbours of 128 each": dict(
+        segment_lengths=[[64] * 16] * 2, passage_lengths=[[[128, 128]] * 16] * 2, heads=4, d_head=64),
+    "documents: 3-6 segments of 64-256 tokens, 1-3 passages of 128-512, shuffled": dict(
+        segment_lengths=[[216, 145, 203], [79, 160, 92, 215, 240, 83]],
+        passage_lengths=[[[433, 288], [386, 395, 256], [151]], [[424], [166, 310], [511, 239], [190, 482, 476],
+                                                                 [129, 403], [172, 290, 153]]],
+        heads=4, d_head=64, shuffle_passages=True),
+}
+QUICK_RETRIEVAL_SIZES = {"tiny": dict(segment_lengths=[[16, 24], [20]], passage_lengths=[[[40], [30, 20]], [[50]]],
+                                      heads=2, d_head=16)}
+QUICK_NESTED_SWEEP = (dict(name="tiny, ragged", query_lengths=[4] * 4, source_lengths=[5, 11, 3, 1]),
+                      dict(name="one long, many short", query_lengths=[8] * 8, source_lengths=[8] * 7 + [256]))
+
+
+def document_isolation_benchmark(*, quick: bool, repeats: int) -> dict:
+    """Lesson 12's retrieval tables: ``retrieval.time_document_attention`` for each size (``"sizes"``: name -> rows;
+    quick: one tiny size, no compiled flex), the first compiled call in fresh processes with an empty and then a
+    filled inductor cache (``"compile"``: cold and warm seconds on the first size; None when quick), and
+    ``retrieval.time_nested_vs_padded`` over its sweep (``"nested"``)."""
+    import tempfile
+
+    from .retrieval import (
+        BACKENDS,
+        NESTED_SWEEP,
+        compile_seconds_in_fresh_process,
+        packed_retrieval_batch,
+        time_document_attention,
+        time_nested_vs_padded,
+    )
+
+    sizes = QUICK_RETRIEVAL_SIZES if quick else RETRIEVAL_SIZES
+    backends = BACKENDS[:-1] if quick else BACKENDS
+    result: dict = {"sizes": {}, "compile": None}
+    if not quick:
+        spec = next(iter(sizes.values()))
+        with tempfile.TemporaryDirectory(prefix="inductor-cold-") as folder:
+            result["compile"] = {"cold": compile_seconds_in_fresh_process(spec, folder),
+                                 "warm": compile_seconds_in_fresh_process(spec, folder)}
+    for name, spec in sizes.items():
+        batch = packed_retrieval_batch(**spec)
+        result["sizes"][name] = dict(shape=(tuple(batch.q.shape), batch.k.shape[2]),
+                                     rows=time_document_attention(batch, backends=backends, repeats=repeats))
+    result["nested_shape"] = dict(heads=2, d_head=16) if quick else dict(heads=4, d_head=64)
+    result["nested"] = time_nested_vs_padded(QUICK_NESTED_SWEEP if quick else NESTED_SWEEP, repeats=repeats,
+                                             packed_flex=not quick, **result["nested_shape"])
+    return result
+
+
+def format_document_isolation_table(rows: list[dict]) -> str:
+    mib, names = 2**20, {"mask": "hand-written + dense mask", "sdpa": "SDPA + dense mask", "flex": "flex, eager",
+                         "flex_compiled": "flex, compiled"}
+    return markdown_table(
+        ["backend", "time (ms)", "peak (MiB)", "first call (s)", "mask build (ms)", "mask (KiB)", "tiles skipped",
+         "max abs diff"],
+        [[names[r["backend"]], f"{1000 * r['seconds']:.1f}", f"{r['peak_bytes'] / mib:.1f}",
+          f"{r['first_call_s']:.2f}", f"{1000 * r['mask_build_s']:.1f}", f"{r['mask_bytes'] / 1024:,.1f}",
+          "—" if r["blocks_skipped"] is None else f"{r['blocks_skipped']:.1%}", f"{r['max_abs_diff']:.1e}"]
+         for r in rows], align="lrrrrrrr")
+
+
+def format_nested_table(rows: list[dict]) -> str:
+    mib, ms = lambda b: f"{b / 2**20:.1f}", lambda s: f"{1000 * s:.1f}"  # noqa: E731
+    names = {"nested": "nested", "padded": "padded", "padded_math": "padded, math kernel", "loop": "loop",
+             "packed_flex": "packed + flex compiled"}
+    methods = [m for m in names if m in rows[0]["seconds"]]
+    return markdown_table(
+        ["sources", "items", "keys (total / longest)", "padding", *(f"{names[m]} (ms)" for m in methods),
+         "nested / padded", f"peak MiB ({' / '.join(names[m] for m in methods)})",
+         f"packing ms ({' / '.join(names[m] for m in methods if m in rows[0]['build_seconds'])})", "max abs diff"],
+        [[r["name"], r["items"], f"{r['total_keys']:,} / {r['longest']:,}", f"{r['padding']:.0%}",
+          *(ms(r["seconds"][m]) for m in methods), f"{r['seconds']['nested'] / r['seconds']['padded']:.1f}x",
+          " / ".join(mib(r["peak_bytes"][m]) for m in methods),
+          " / ".join(ms(t) for t in r["build_seconds"].values()), f"{r['max_abs_diff']:.1e}"]
+         for r in rows], align="lrrr" + "r" * (len(methods) + 4))
+
+
+def _compile_payoff_text(compile_s: dict | None, rows: list[dict]) -> str:
+    """When compiling flex pays off on the first size: calls until the compile is repaid against each other path."""
+    if compile_s is None:
+        return "Compiled flex skipped with --quick (its first compile takes tens of seconds)."
+    seconds = {r["backend"]: r["seconds"] for r in rows}
+    saved = {name: seconds[name] - seconds["flex_compiled"] for name in ("mask", "sdpa", "flex")}
+    calls = lambda compile_time: ", ".join(  # noqa: E731
+        f"{name} {compile_time / gain:,.0f}" if gain > 0 else f"{name} never" for name, gain in saved.items())
+    return (f"Compiled flex, first call in a fresh process (compile + one run, first size): "
+            f"{compile_s['cold']:.1f} s with an empty inductor cache (cold), {compile_s['warm']:.1f} s with the cache "
+            f"that run left (warm). Calls until compiling pays for itself, against hand-written (mask), SDPA and "
+            f"eager flex: cold {calls(compile_s['cold'])}; warm {calls(compile_s['warm'])}.")
+
+
 def long_main(*, quick: bool, repeats: int) -> None:
     """``--long``: lesson 12's tables (cross-attention over long sources, forward, CPU)."""
     options = dict(lengths=(64, 256), chunks=(16, 64), sweep_length=256, hand_up_to=256, t_tgt=8) if quick else {}
@@ -609,6 +701,30 @@ def long_main(*, quick: bool, repeats: int) -> None:
     print(format_long_source_tables(long_source_benchmark(repeats=repeats, **options)))
     print("\nChunked: course_lib.long_attention.chunked_attention, exact (online softmax); peak memory from the "
           "profiler's allocator events, output included.")
+    retrieval = document_isolation_benchmark(quick=quick, repeats=repeats)
+    for name, size in retrieval["sizes"].items():
+        (b, h, t_q, d), t_k = size["shape"]
+        print(f"\n### Retrieval with document isolation: {name} (B={b}, H={h}, T_q={t_q}, T_k={t_k}, d_head={d}, "
+              "float32, forward)\n")
+        print(format_document_isolation_table(size["rows"]))
+    compiled = [r for size in retrieval["sizes"].values() for r in size["rows"] if r["backend"] == "flex_compiled"]
+    print("\nEach path's mask is built once (mask build) and reused, as a model reuses it in every layer; time and "
+          "peak exclude it. First call: the warm-up, timed alone (compiled flex: its compile in this process; a later "
+          "size recompiles for new shapes)"
+          + (f"; inductor cache before it: {compiled[0]['inductor_cache']}." if compiled else ".")
+          + " Tiles: 128 x 128 (query x key) blocks of the BlockMask that no query of the tile may read.")
+    print(_compile_payoff_text(retrieval["compile"], next(iter(retrieval["sizes"].values()))["rows"]))
+    shape = retrieval["nested_shape"]
+    print(f"\n### Sources of different lengths: nested jagged tensors vs padding (H={shape['heads']}, "
+          f"d_head={shape['d_head']}, float32, forward)\n")
+    print(format_nested_table(retrieval["nested"]))
+    print("\nnested: torch.nested jagged tensors through F.scaled_dot_product_attention; padded: padded to the "
+          "longest source with a key padding mask, SDPA's default kernel; padded, math kernel: the same forced onto "
+          "SDPA's math kernel; loop: one SDPA call per item; packed + flex compiled (not with --quick): every item "
+          "in one row, labelled with its item, through compiled flex with a document BlockMask. Tensors are packed "
+          "once (packing ms, BlockMask included) before timing. On a CPU, nested SDPA runs SDPA's math kernel, and "
+          "its nested matmuls pad every item to the longest internally (ATen's matmul_nested; its fast path is "
+          "CUDA-only), so it cannot save the padding's work here.")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from .attention import scaled_dot_product_attention
 from .env import num_threads  # noqa: F401 (lesson 02 uses it as measure.num_threads)
+from .long_attention import chunked_attention
 from .model import Seq2SeqTransformer
 
 
@@ -219,3 +220,82 @@ class CallCounter:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+
+
+# --- lesson 12: cross-attention's cost is a product of two lengths ---------------------------------------------
+CROSS_ATTENTION_METHODS = ("hand", "sdpa", "chunked")  # the paths ``cross_attention_cost`` measures
+
+
+def _check_lengths(name: str, values: Sequence[int]) -> list[int]:
+    lengths = list(values)
+    if len(lengths) < 2 or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in lengths):
+        raise ValueError(f"{name} must hold at least 2 positive int lengths (to fit a slope); got {values!r}")
+    return lengths
+
+
+@torch.no_grad()
+def cross_attention_cost(
+    t_tgt_values: Sequence[int] = (64, 128, 256, 512, 1024, 2048),
+    t_src_values: Sequence[int] = (256, 512, 1024, 2048, 4096, 8192),
+    *, fixed_t_tgt: int = 256, fixed_t_src: int = 1024, batch: int = 1, heads: int = 4, d_head: int = 32,
+    chunk_size: int = 128, repeats: int = 3, device: torch.device | str = "cpu", threads: int | None = 1,
+    seed: int = 0,
+) -> dict:
+    """Lesson 12's measurement: forward time and peak memory of cross-attention of ``T_tgt`` queries over ``T_src``
+    keys for three paths: ``"hand"`` (``attention.scaled_dot_product_attention``, which stores the scores),
+    ``"sdpa"`` (``F.scaled_dot_product_attention``) and ``"chunked"`` (``long_attention.chunked_attention`` with
+    ``chunk_size`` keys at a time); random float32 ``q [batch, heads, T_tgt, d_head]``, ``k, v [.., T_src, ..]``.
+
+    Two sweeps: ``"t_src"`` grows over ``t_src_values`` with ``T_tgt = fixed_t_tgt``, and ``"t_tgt"`` grows over
+    ``t_tgt_values`` with ``T_src = fixed_t_src``. Timed on ``threads`` CPU threads (ignored on a GPU).
+
+    Returns a dict with
+        ``"rows"``: one dict per sweep, length and path: ``sweep`` ("t_src" or "t_tgt"), ``t_tgt``, ``t_src``,
+        ``method``, ``seconds`` (median of ``repeats``), ``peak_bytes`` (``peak_memory_bytes``), ``score_bytes``
+        (``batch·heads·T_tgt·T_src·4``, one score matrix), ``max_abs_diff`` (against SDPA's output);
+        ``"slopes"``: ``slopes[sweep][method] = {"seconds": p, "peak_bytes": p}``, each the ``loglog_slope`` of
+        that quantity against the growing length;
+        ``"settings"``: the arguments.
+    Raises ``ValueError`` for fewer than 2 lengths in a sweep or sizes that are not positive ints.
+    """
+    sweeps = {"t_src": _check_lengths("t_src_values", t_src_values),
+              "t_tgt": _check_lengths("t_tgt_values", t_tgt_values)}
+    sizes = dict(fixed_t_tgt=fixed_t_tgt, fixed_t_src=fixed_t_src, batch=batch, heads=heads, d_head=d_head,
+                 chunk_size=chunk_size, repeats=repeats)
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    random = lambda length: torch.randn(batch, heads, length, d_head, generator=generator).to(device)  # noqa: E731
+    rows: list[dict] = []
+    with num_threads(threads if device.type == "cpu" else None):
+        for sweep, lengths in sweeps.items():
+            for length in lengths:
+                t_tgt, t_src = (fixed_t_tgt, length) if sweep == "t_src" else (length, fixed_t_src)
+                q, k, v = random(t_tgt), random(t_src), random(t_src)  # [B, H, T_tgt | T_src, d_head]
+                calls = {"hand": partial(scaled_dot_product_attention, q, k, v),  # scores [B, H, T_tgt, T_src]
+                         "sdpa": partial(F.scaled_dot_product_attention, q, k, v),
+                         "chunked": partial(chunked_attention, q, k, v, chunk_size=chunk_size)}
+                reference = calls["sdpa"]()
+                diffs = {name: float((_output(fn()) - reference).abs().max()) for name, fn in calls.items()}  # warm-up
+                seconds = median_seconds(calls, repeats, device)
+                for name, fn in calls.items():
+                    rows.append(dict(sweep=sweep, t_tgt=t_tgt, t_src=t_src, method=name, seconds=seconds[name],
+                                     peak_bytes=peak_memory_bytes(fn, device),
+                                     score_bytes=batch * heads * t_tgt * t_src * q.element_size(),
+                                     max_abs_diff=diffs[name]))
+    slopes: dict[str, dict[str, dict[str, float]]] = {sweep: {} for sweep in sweeps}
+    for sweep in sweeps:
+        for name in CROSS_ATTENTION_METHODS:
+            picked = [r for r in rows if r["sweep"] == sweep and r["method"] == name]
+            slopes[sweep][name] = {quantity: loglog_slope([r[sweep] for r in picked], [r[quantity] for r in picked])
+                                   for quantity in ("seconds", "peak_bytes")}
+    settings = dict(sizes, t_tgt_values=sweeps["t_tgt"], t_src_values=sweeps["t_src"], device=str(device),
+                    threads=threads, seed=seed)
+    return {"rows": rows, "slopes": slopes, "settings": settings}
+
+
+def _output(result: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The output of an attention call: the hand-written path returns ``(output, weights)``."""
+    return result[0] if isinstance(result, tuple) else result

@@ -1,9 +1,11 @@
 """Small helpers shared by the checker tests (tests/test_checks_lessonNN.py)."""
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from course_lib.checks import Case, CheckResult, Mistake
@@ -151,3 +153,21 @@ def weird_answers() -> list[tuple[str, Callable[..., Any]]]:
         ("a 0-d tensor", lambda *args: torch.tensor(1.0)),
         ("a Python float", lambda *args: 1.0),
     ]
+
+
+def messy_answer(solution: Callable[..., Any], *, grad_enabled: bool = True) -> Callable[..., Any]:
+    """The right answer, from code that draws random numbers and changes threads and grad mode on the way."""
+    def answer(*args: Any) -> Any:
+        torch.rand(3)
+        np.random.rand(2)
+        random.random()
+        torch.set_num_threads(3)
+        torch.set_grad_enabled(grad_enabled)
+        return solution(*args)
+    return answer
+
+
+def learner_state() -> tuple:
+    """What a check must leave as it found it: the three RNGs, torch's threads and grad mode."""
+    return (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate(), torch.get_num_threads(),
+            torch.is_grad_enabled())

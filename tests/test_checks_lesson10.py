@@ -20,6 +20,8 @@ from checker_helpers import (
     batch_one_only_raising,
     broken_answers,
     casts_to,
+    learner_state,
+    messy_answer,
     mutates_input,
     raise_not_implemented,
     raise_value_error,
@@ -152,21 +154,8 @@ def test_weird_results_fail_without_raising(name, label, weird) -> None:
     assert "the check itself hit" not in result.message, result.message
 
 
-def _messy(solution):
-    """The right answer, from code that draws random numbers and changes threads and grad mode on the way."""
-    def answer(*args):
-        torch.rand(3)
-        np.random.rand(2)
-        random.random()
-        torch.set_num_threads(3)
-        torch.set_grad_enabled(False)
-        return solution(*args)
-    return answer
 
 
-def _learner_state():
-    return (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate(), torch.get_num_threads(),
-            torch.is_grad_enabled())
 
 
 @pytest.mark.parametrize("name", CHECKS)
@@ -175,13 +164,14 @@ def test_a_check_leaves_the_learners_rng_threads_and_grad_mode_alone(name) -> No
     torch.manual_seed(1234)
     np.random.seed(1234)
     random.seed(1234)
-    before = _learner_state()
-    for answer in (solution, _messy(solution), lesson10.MISTAKES[name][0].wrong, raise_value_error):
+    before = learner_state()
+    messy = messy_answer(solution, grad_enabled=False)
+    for answer in (solution, messy, lesson10.MISTAKES[name][0].wrong, raise_value_error):
         check(answer)
-        after = _learner_state()
+        after = learner_state()
         assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]), answer
         assert before[2:] == after[2:], answer
-    assert check(_messy(solution)).passed
+    assert check(messy_answer(solution, grad_enabled=False)).passed
 
 
 # --- correct alternatives (they must pass) ------------------------------------------------------------------------
