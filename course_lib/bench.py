@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import statistics
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -542,20 +543,22 @@ def fusion_main(device: torch.device, *, quick: bool, repeats: int) -> None:
 def long_source_benchmark(*, batch: int = 4, heads: int = 4, t_tgt: int = 128, d_head: int = 64,
                           lengths: Sequence[int] = (1024, 4096, 16384, 65536), chunk_size: int = 256,
                           chunks: Sequence[int] = (32, 64, 256, 1024, 4096), sweep_length: int = 16384,
-                          hand_up_to: int = 16384, repeats: int = 3, seed: int = 0) -> dict[str, list[dict]]:
+                          hand_up_to: int = 16384, repeats: int = 3, seed: int = 0,
+                          device: torch.device | str = "cpu") -> dict[str, list[dict]]:
     """Lesson 12: cross-attention of ``t_tgt`` queries over a long source, forward, no grad, float32, CPU.
     "lengths": peak memory and median time of the hand-written path (up to ``hand_up_to`` keys), the chunked
     path (``chunk_size`` keys at a time) and ``F.scaled_dot_product_attention``, for each source length;
-    "chunks": the chunked path at ``sweep_length`` keys for each chunk size. Outputs are checked equal first."""
+    "chunks": the chunked path at ``sweep_length`` keys for each chunk size. Outputs are checked equal first.
+    ``device``: where the tensors live (the bench itself runs on the CPU; lesson 12 passes its device)."""
     import torch.nn.functional as F
 
     from .attention import scaled_dot_product_attention
     from .long_attention import chunked_attention
     from .measure import peak_memory_bytes
 
-    device = torch.device("cpu")
+    device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
-    shape = lambda t: torch.randn(batch, heads, t, d_head, generator=gen)  # noqa: E731
+    shape = lambda t: torch.randn(batch, heads, t, d_head, generator=gen).to(device)  # noqa: E731
     hand = lambda q, k, v: scaled_dot_product_attention(q, k, v)[0]  # noqa: E731
     rows: dict[str, list[dict]] = {"lengths": [], "chunks": []}
     for t_src in lengths:
@@ -725,6 +728,42 @@ def long_main(*, quick: bool, repeats: int) -> None:
           "once (packing ms, BlockMask included) before timing. On a CPU, nested SDPA runs SDPA's math kernel, and "
           "its nested matmuls pad every item to the longest internally (ATen's matmul_nested; its fast path is "
           "CUDA-only), so it cannot save the padding's work here.")
+    print(format_approximation_tables(approximation_benchmark(quick=quick)))
+
+
+def approximation_benchmark(*, quick: bool, seeds: Sequence[int] = (0, 1, 2)) -> dict[int, list[dict]]:
+    """Lesson 12's long-document lookup: for each seed, the three readers (softmax, linear, 16 latents) trained
+    for their default steps (cached under ``$COURSE_CACHE_DIR/lesson12``) and ``long_docs.approximation_table``
+    on 512 test documents of 1 024 tokens. Quick: one seed, 30 steps each, 64 documents of 256 tokens."""
+    from . import long_docs
+
+    seeds = seeds[:1] if quick else seeds
+    sizes = dict(t_src=256, steps=30) if quick else {}
+    tables = {}
+    for seed in seeds:
+        readers = {kind: long_docs.load_or_train_long_doc_reader(kind, seed, progress=False, **sizes).model
+                   for kind in ("softmax", "linear", "latents")}
+        test = long_docs.long_doc_data(seed, {"valid": 8, "test": 64 if quick else 512},
+                                       t_src=sizes.get("t_src", 1024))["test"]
+        tables[seed] = long_docs.approximation_table(readers["softmax"], test, linear_model=readers["linear"],
+                                                     latent_model=readers["latents"],
+                                                     half_widths=(8, 32, 128) if quick else (32, 128, 512))
+    return tables
+
+
+def format_approximation_tables(tables: dict[int, list[dict]]) -> str:
+    seeds = list(tables)
+    first = tables[seeds[0]]
+    rows = [[r["name"], mean_range_cell([t[i]["accuracy"] for t in tables.values()]),
+             mean_range_cell([t[i]["exact_match"] for t in tables.values()]), f"{r['multiply_adds']:,}",
+             f"{statistics.median(t[i]['ms'] for t in tables.values()):.1f}"] for i, r in enumerate(first)]
+    return (f"\n### Long-document lookup: accuracy against cost (seeds {', '.join(map(str, seeds))}; mean, range)\n\n"
+            + markdown_table(["reader / attention", "queries right", "documents entirely right",
+                              "multiply-adds per head", "ms (median)"], rows, align="lrrrr")
+            + "\n\nThe softmax-trained reader with each approximation swapped in, then the reader trained with linear "
+              "attention and the one reading 16 Perceiver latents (course_lib.long_docs). Multiply-adds: "
+              "long_attention.attention_multiply_adds for 8 queries, d_head 32; ms: the attention core alone, "
+              "one thread, top-k and windows computed as masks over the full scores.")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,3 +47,19 @@ class num_threads:  # noqa: N801 (used like a function: ``with num_threads(1):``
     def __exit__(self, *exc: object) -> None:
         if torch.get_num_threads() != self.before:
             torch.set_num_threads(self.before)
+
+
+def course_cache_dir() -> Path:
+    """Where trained models are kept between runs: ``$COURSE_CACHE_DIR``, else
+    ``~/.cache/cross-attention-from-scratch``."""
+    return Path(os.environ.get("COURSE_CACHE_DIR") or Path.home() / ".cache" / "cross-attention-from-scratch")
+
+
+def save_atomically(payload: object, path: str | Path) -> Path:
+    """``torch.save(payload)`` to a temporary file next to ``path``, then renamed: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+    return path

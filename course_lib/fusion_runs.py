@@ -5,7 +5,6 @@ per question kind, a source left out, padding, each source's share of attention,
 from __future__ import annotations
 
 import copy
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 
 from .captioning import load_or_train_captioner
 from .data import EOS_ID
+from .env import course_cache_dir, save_atomically
 from .fusion import FlamingoQA, FusionConfig, FusionQA, PrefixQA, QuestionOnlyLM, trainable_parameters
 from .questions import KINDS, QAData, Sources, exact_match_by_kind, qa_data
 from .training import History, TrainConfig, train
@@ -121,7 +121,7 @@ def train_qa_model(kind: str, data: dict[str, QAData], *, seed: int = 0, steps: 
 
 def run_path(kind: str, *, seed: int = 0, steps: int | None = None, n_latents: int | None = None) -> Path:
     """``$COURSE_CACHE_DIR/lesson11/<kind>[-M<n_latents>]-seed<seed>-steps<steps>.pt``."""
-    folder = os.environ.get("COURSE_CACHE_DIR") or Path.home() / ".cache" / "cross-attention-from-scratch"
+    folder = course_cache_dir()
     steps = DEFAULT_STEPS[kind] if steps is None else steps
     name = kind.replace(" ", "-") + (f"-M{n_latents}" if n_latents is not None else "")
     return Path(folder) / "lesson11" / f"{name}-seed{seed}-steps{steps}.pt"
@@ -129,13 +129,8 @@ def run_path(kind: str, *, seed: int = 0, steps: int | None = None, n_latents: i
 
 def save_qa_model(trained: TrainedQA, path: str | Path) -> Path:
     """Write kind, config, weights and info (to a temporary file, then renamed: a reader never sees half)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"kind": trained.kind, "config": asdict(trained.model.config),
-                "state_dict": trained.model.state_dict(), "info": trained.info}, temporary)
-    os.replace(temporary, path)
-    return path
+    return save_atomically({"kind": trained.kind, "config": asdict(trained.model.config),
+                            "state_dict": trained.model.state_dict(), "info": trained.info}, path)
 
 
 def load_qa_model(path: str | Path, *, device: torch.device | str = "cpu") -> TrainedQA:

@@ -441,12 +441,12 @@ def plot_approximation_patterns(weights: torch.Tensor | np.ndarray,
     image = None
     for i, ax in enumerate(axes[0]):
         if i == 0:
-            shown, title = array, "exact weights\n(every entry, 100 % of the mass)"
+            shown, title = array, "exact weights\nevery entry,\n100 % of the mass"
         else:
             name = list(patterns)[i - 1]
             keep = torch.as_tensor(patterns[name]).cpu().numpy()
             shown = np.ma.masked_array(array, mask=~keep)
-            title = f"{name}\nkeeps {keep.mean():.0%} of entries, {masses[name]:.0%} of the mass"
+            title = f"{name}\nkeeps {keep.mean():.0%} of entries,\n{masses[name]:.0%} of the mass"
         image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=vmax, aspect="auto", interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(SOURCE_TOKEN_LABEL, fontsize=9)
@@ -492,7 +492,7 @@ def plot_cost_accuracy(records: Sequence[Mapping], *, title: str = "Accuracy aga
         xs, ys = [float(r["multiply_adds"]) for r in picked], [float(r["accuracy"]) for r in picked]
         ax.plot(xs, ys, "-" if len(picked) > 1 else "", marker=marker, color=color, ms=11 if marker == "*" else 7,
                 label=str(kind), lw=1.2)
-        labels += [(str(r["name"]), x, y, color) for r, x, y in zip(picked, xs, ys)]
+        labels += [(text, x, y, color) for text, x, y in _cluster_labels(picked)]
         if _kind_style(kind, index)[0] == "*":
             ax.axhline(ys[0], color=color, ls="--", lw=0.9, zorder=0)
             ax.axvline(xs[0], color=color, ls=":", lw=0.9, zorder=0)
@@ -505,6 +505,25 @@ def plot_cost_accuracy(records: Sequence[Mapping], *, title: str = "Accuracy aga
     _finish(ax)
     _place_labels(fig, ax, labels)
     return fig
+
+
+def _cluster_labels(picked: Sequence[Mapping]) -> list[tuple[str, float, float]]:
+    """One label per run of points (sorted by cost) that sit within 15 % in cost and 3 points of accuracy of the
+    run's first: "top-1 … top-32" at the run's middle point, instead of labels piled on each other."""
+    runs: list[list[Mapping]] = []
+    for r in picked:
+        first = runs[-1][0] if runs else None
+        if first is not None and float(r["multiply_adds"]) <= 1.15 * float(first["multiply_adds"]) and abs(
+                float(r["accuracy"]) - float(first["accuracy"])) <= 0.03:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    out = []
+    for run in runs:
+        middle = run[len(run) // 2]
+        text = str(run[0]["name"]) if len(run) == 1 else f"{run[0]['name']} … {run[-1]['name']}"
+        out.append((text, float(middle["multiply_adds"]), float(middle["accuracy"])))
+    return out
 
 
 def _place_labels(fig: Figure, ax: Axes, labels: Sequence[tuple[str, float, float, str]]) -> None:

@@ -247,7 +247,7 @@ def test_approximation_panels_show_only_the_kept_weights_and_the_mass_they_hold(
         assert np.array_equal(np.ma.getmaskarray(shown), ~keep.numpy())
         mass = float((weights * keep).sum(-1).mean())
         assert lc.kept_mass(weights, keep) == pytest.approx(mass)
-        assert ax.get_title() == f"{name}\nkeeps {keep.float().mean():.0%} of entries, {mass:.0%} of the mass"
+        assert ax.get_title() == f"{name}\nkeeps {keep.float().mean():.0%} of entries,\n{mass:.0%} of the mass"
     assert lc.kept_mass(weights, torch.ones(8, 20, dtype=torch.bool)) == pytest.approx(1.0)
 
 
