@@ -53,6 +53,18 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> torch.Size:
     return torch.Size((*batch, q.shape[-2], k.shape[-2]))
 
 
+def _check_bias(bias: Tensor, target: torch.Size, layout: str) -> None:
+    """Raise unless ``bias`` is a finite float tensor that broadcasts to ``target``."""
+    require_tensor("bias", bias)
+    if not bias.is_floating_point():
+        raise ValueError(f"bias must be a float tensor (added to the scores); got dtype {bias.dtype}. "
+                         "To exclude keys pass a bool mask (True = may attend) instead")
+    require_broadcastable("bias", bias, target, layout)
+    if not bool(torch.isfinite(bias).all()):
+        raise ValueError("bias must be finite (expected no inf or NaN); got a bias with non-finite entries. "
+                         "To exclude keys use the bool mask (False = may not attend), not a -inf bias")
+
+
 def scaled_dot_product_attention(
     q: Tensor,
     k: Tensor,
@@ -61,8 +73,9 @@ def scaled_dot_product_attention(
     *,
     scale: float | None = None,
     dropout_p: float = 0.0,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Attention written out: ``softmax(q @ k^T * scale, masked) @ v``.
+    """Attention written out: ``softmax(q @ k^T * scale + bias, masked) @ v``.
 
     Args:
         q: queries ``[..., T_q, d_k]``.
@@ -71,18 +84,26 @@ def scaled_dot_product_attention(
         mask: optional bool mask broadcastable to ``[..., T_q, T_k]``; True = may attend.
         scale: factor applied to the scores; default ``1 / sqrt(d_k)``.
         dropout_p: dropout on the attention weights (only pass > 0 while training).
+        bias: optional finite float score bias broadcastable to ``[..., T_q, T_k]`` (e.g. a relative position
+            bias ``[H, T_q, T_k]``), added to the scaled scores before the softmax. It only reweights keys;
+            excluding a key is the mask's job, so a non-finite bias is rejected. The sum is clamped to the
+            dtype's finite range, so even a huge bias gives no NaN.
 
     Returns:
         ``(output [..., T_q, d_v], attn_weights [..., T_q, T_k])``. A query row whose keys are all
-        masked gets weights 0 and output 0.
+        masked gets weights 0 and output 0, whatever the bias.
 
     Raises:
-        ValueError: on mismatched feature sizes or lengths, empty sequences, or a mask that is not
-        bool or does not broadcast to the scores.
+        ValueError: on mismatched feature sizes or lengths, empty sequences, a mask that is not
+        bool or does not broadcast to the scores, or a bias that is not float, not finite, or does not broadcast.
     """
     scores_shape = _check_qkv(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     attn_scores = q @ k.transpose(-2, -1) * scale  # [..., T_q, T_k]
+    if bias is not None:
+        _check_bias(bias, scores_shape, "(the scores' shape [..., T_q, T_k])")
+        finite = torch.finfo(attn_scores.dtype).max
+        attn_scores = (attn_scores + bias.to(attn_scores.dtype)).clamp(-finite, finite)
     if mask is None:
         attn_weights = torch.softmax(attn_scores, dim=-1)
     else:
@@ -317,6 +338,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
         kv_cache: KVCacheLike | None = None,
         source_kv: SourceKV | None = None,
+        bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``x`` to ``source`` (or to ``x`` itself when no source is given).
 
@@ -334,6 +356,13 @@ class MultiHeadAttention(nn.Module):
                 when ``x`` has ``B * K`` rows, ``K`` consecutive rows per source (beam search), the ``K``
                 beams of source ``b`` read its K/V as ``K * T_q`` queries of one row, with no copy of the
                 keys and values; ``mask`` must then be ``[B or 1, 1, 1, S]``.
+            bias: optional finite float score bias added to the scaled scores before the softmax (lesson 13's
+                relative position biases), broadcastable to ``[B, H, T_q, T_k]`` by plain broadcasting: unlike
+                ``mask``, a 3-D bias is read as ``[H, T_q, T_k]`` (what ``course_lib.position.diagonal_bias``
+                returns). The mask keeps its meaning (masked keys excluded, a row with no visible key gives
+                zeros); a non-finite bias is rejected: exclude keys with the mask. The hand-written path's
+                weights include the bias; the SDPA path passes bias and mask as one additive float mask. Not
+                supported by the chunked path (``chunk_size`` without ``need_weights``) or an ``attention_core``.
 
         Returns:
             ``(output [B, T_q, d_model], attn_weights [B, H, T_q, T_k] or None)``.
@@ -345,7 +374,8 @@ class MultiHeadAttention(nn.Module):
                 (the source's keys would be appended to a self-attention cache); ``kv_cache`` with
                 ``source_kv`` (a self-attention cache used for cross-attention); a ``source_kv``
                 that is not ``SourceKV(k, v)`` with ``[B, n_kv_heads, S, d_head]`` tensors of this module's
-                ``n_kv_heads`` and ``d_head``.
+                ``n_kv_heads`` and ``d_head``; a ``bias`` that is not float, not finite or does not broadcast, or
+                is given with ``attention_core`` or on the chunked path.
         """
         self._check_input("x", x, self.d_model)
         self._check_source_args(x, source, kv_cache, source_kv)
@@ -363,6 +393,15 @@ class MultiHeadAttention(nn.Module):
             k, v = self.project_source(source)  # [B, H_kv, T_k, d_head]
         if kv_cache is not None:  # self-attention K/V cache: x's keys join those of earlier steps
             k, v = kv_cache.append(k, v)  # [B, H_kv, T_cached + T_q, d_head]
+        if bias is not None:
+            _check_bias(bias, torch.Size((q.shape[0], self.n_heads, q.shape[2], k.shape[2])), "[B, H, T_q, T_k]")
+            if self.attention_core is not None:
+                raise ValueError("a bias cannot be passed to an attention_core (its signature has no bias); "
+                                 f"got bias {shape_str(bias.shape)} with attention_core={self.attention_core!r}")
+            if self.chunk_size is not None and not need_weights:
+                raise ValueError(f"the chunked path (chunk_size={self.chunk_size}) does not take a bias yet; got bias "
+                                 f"{shape_str(bias.shape)}: use chunk_size=None or need_weights=True")
+            bias = bias.to(q.dtype)
         beams = 1
         if source_kv is not None and k.shape[0] != q.shape[0] and q.shape[0] % k.shape[0] == 0:
             beams = q.shape[0] // k.shape[0]  # K beams per source share its K/V: fold them into the queries
@@ -372,6 +411,10 @@ class MultiHeadAttention(nn.Module):
             t_q = q.shape[2]
             q = q.reshape(k.shape[0], beams, self.n_heads, t_q, self.d_head).transpose(1, 2)
             q = q.reshape(k.shape[0], self.n_heads, beams * t_q, self.d_head)  # [B, H, K * T_q, d_head]
+            if bias is not None:  # fold the bias like the queries: [B * K, H, T_q, S] -> [B, H, K * T_q, S]
+                bias = bias.expand(k.shape[0] * beams, self.n_heads, t_q, k.shape[2])
+                bias = bias.reshape(k.shape[0], beams, self.n_heads, t_q, k.shape[2]).transpose(1, 2)
+                bias = bias.reshape(k.shape[0], self.n_heads, beams * t_q, k.shape[2])
         if k.shape[0] != q.shape[0]:
             raise ValueError(f"source_kv has batch size {k.shape[0]}, but x has {q.shape[0]}: {shape_str(x.shape)}")
         if mask is not None:
@@ -396,12 +439,19 @@ class MultiHeadAttention(nn.Module):
             context = chunked_attention(q, k, v, mask, chunk_size=self.chunk_size)
             attn_weights = None
         elif self.use_sdpa and not need_weights:
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            attn_mask = mask
+            if bias is not None:  # one additive float mask: the bias where visible, -inf where masked
+                attn_mask = bias
+                if mask is not None:
+                    attn_mask = torch.where(mask, bias, float("-inf"))
+                    # rows with no visible key: a finite row (no NaN, even in the gradients); zeroed below
+                    attn_mask = attn_mask.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
             if mask is not None:  # rows with no visible key: zeros, as in the hand-written path
                 context = context.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
             attn_weights = None
         else:
-            context, attn_weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
+            context, attn_weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p, bias=bias)
         if beams > 1:  # back to one row per beam: [B, H, K * T_q, .] -> [B * K, H, T_q, .]
             unfold = lambda t: t.reshape(t.shape[0], self.n_heads, beams, -1, t.shape[-1]).transpose(1, 2).reshape(
                 t.shape[0] * beams, self.n_heads, -1, t.shape[-1])
