@@ -145,6 +145,7 @@ class DecoderLayer(nn.Module):
         need_weights: bool = False,
         kv_cache: KVCacheLike | None = None,
         cross_kv: SourceKV | None = None,
+        memory_bias: Tensor | None = None,
     ) -> DecoderLayerOutput:
         """One decoder layer.
 
@@ -156,6 +157,9 @@ class DecoderLayer(nn.Module):
             kv_cache: this layer's self-attention K/V cache; this step's keys and values are appended.
             cross_kv: this layer's cross-attention K/V, projected once from ``memory`` by
                 ``self.cross_attn.project_source(memory)``.
+            memory_bias: optional float score bias of the cross-attention, broadcastable to ``[B, H, T, S]``
+                (a 3-D bias reads as ``[H, T, S]``): lesson 13's relative position biases. The mask still decides
+                which keys count.
 
         Returns:
             ``DecoderLayerOutput(y [B, T, d_model], self_weights [B, H, T, T_k] | None,
@@ -175,9 +179,10 @@ class DecoderLayer(nn.Module):
 
         def cross_block(h: Tensor) -> tuple[Tensor, Tensor | None]:
             if cross_kv is not None:  # keys and values projected once per source
-                out, w = self.cross_attn(h, mask=memory_mask, need_weights=need_weights, source_kv=cross_kv)
+                out, w = self.cross_attn(h, mask=memory_mask, need_weights=need_weights, source_kv=cross_kv,
+                                         bias=memory_bias)
             else:
-                out, w = self.cross_attn(h, memory, mask=memory_mask, need_weights=need_weights)
+                out, w = self.cross_attn(h, memory, mask=memory_mask, need_weights=need_weights, bias=memory_bias)
             return self.dropout2(out), w
 
         if self.norm_first:

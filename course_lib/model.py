@@ -111,11 +111,13 @@ class Decoder(nn.Module):
         memory_mask: Tensor | None = None,
         need_weights: bool = False,
         cache: DecoderCache | None = None,
+        memory_bias: Tensor | None = None,
     ) -> DecoderStates:
         """``y [B, T, d_model]`` -> ``DecoderStates(y, self_weights per layer, cross_weights per layer)``.
 
         With ``cache``, each layer appends to its self-attention K/V cache (``cache.self_kv``) and
-        reads its cross-attention K/V (``cache.cross_kv``) instead of projecting ``memory``.
+        reads its cross-attention K/V (``cache.cross_kv``) instead of projecting ``memory``. ``memory_bias``: a
+        float score bias for every layer's cross-attention (``DecoderLayer.forward``).
         """
         self_weights, cross_weights = [], []
         for i, layer in enumerate(self.layers):
@@ -123,6 +125,7 @@ class Decoder(nn.Module):
                 y, memory, self_mask=self_mask, memory_mask=memory_mask, need_weights=need_weights,
                 kv_cache=cache.self_kv[i] if cache is not None and cache.self_kv is not None else None,
                 cross_kv=cache.cross_kv[i] if cache is not None and cache.cross_kv is not None else None,
+                memory_bias=memory_bias,
             )
             if sw is not None and cw is not None:
                 self_weights.append(sw)

@@ -34,20 +34,37 @@ def _require_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def alignment_distance(t_q: int, t_k: int, *, device: torch.device | str | None = None,
-                       dtype: torch.dtype = torch.float32) -> Tensor:
+def alignment_distance(t_q: int, t_k: int, *, source_per_target: float | None = None, query_offset: int = 0,
+                       device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """``[T_q, T_k]`` distances ``j - i * t_k / t_q`` of source position ``j`` from target step ``i``'s diagonal point.
 
     Negative: the source position lies behind where step ``i`` "should" read; positive: ahead of it.
 
+    While generating, the target's length is not known yet: pass the task's average ``source_per_target`` (source
+    positions per target step, e.g. measured on the training data) to use ``j - i * source_per_target`` instead, and
+    ``query_offset`` for the rows of steps ``query_offset .. query_offset + t_q - 1`` (incremental decoding).
+
     Raises:
-        ValueError: if ``t_q`` or ``t_k`` is not an int >= 1, or ``dtype`` is not a float dtype.
+        ValueError: if ``t_q`` or ``t_k`` is not an int >= 1, ``query_offset`` not an int >= 0 (or > 0 without
+        ``source_per_target``), ``source_per_target`` not a finite number > 0, or ``dtype`` not a float dtype.
     """
     _require_int("t_q", t_q, 1)
     _require_int("t_k", t_k, 1)
+    _require_int("query_offset", query_offset, 0)
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a float dtype; got {dtype}")
-    rows = torch.arange(t_q, device=device, dtype=dtype) * t_k / t_q  # [T_q]: where step i sits in the source
+    if source_per_target is None:
+        if query_offset:
+            raise ValueError(f"query_offset={query_offset} needs source_per_target: the rows' diagonal cannot come "
+                             f"from t_k / t_q when the target is only partly there")
+        rate = t_k / t_q
+    elif isinstance(source_per_target, bool) or not isinstance(source_per_target, (int, float)) \
+            or not math.isfinite(source_per_target) or source_per_target <= 0:
+        raise ValueError(f"source_per_target must be a finite number > 0; got {source_per_target!r}")
+    else:
+        rate = float(source_per_target)
+    steps = torch.arange(query_offset, query_offset + t_q, device=device, dtype=torch.float64)
+    rows = (steps * rate).to(dtype)  # [T_q]: where step i sits in the source
     cols = torch.arange(t_k, device=device, dtype=dtype)  # [T_k]
     return cols[None, :] - rows[:, None]
 
@@ -72,11 +89,13 @@ def alibi_slopes(n_heads: int, *, device: torch.device | str | None = None,
     return torch.tensor(slopes, device=device, dtype=dtype)
 
 
-def diagonal_bias(t_q: int, t_k: int, slopes: Tensor) -> Tensor:
+def diagonal_bias(t_q: int, t_k: int, slopes: Tensor, *, source_per_target: float | None = None,
+                  query_offset: int = 0) -> Tensor:
     """A fixed ALiBi-style cross-attention bias ``[H, T_q, T_k]``: ``-slope[h] * |alignment_distance[i, j]|``.
 
     Zero on the diagonal, more negative the further a key is from it; steep heads look near the diagonal, shallow
-    heads almost anywhere. Device and dtype follow ``slopes``.
+    heads almost anywhere. Device and dtype follow ``slopes``. ``source_per_target`` and ``query_offset``: as in
+    ``alignment_distance`` (for generation).
 
     Raises:
         ValueError: if ``slopes`` is not a 1-D float tensor ``[H]``, or ``t_q``/``t_k`` is not an int >= 1.
@@ -84,7 +103,8 @@ def diagonal_bias(t_q: int, t_k: int, slopes: Tensor) -> Tensor:
     require_tensor("slopes", slopes)
     if slopes.ndim != 1 or not slopes.is_floating_point() or slopes.shape[0] == 0:
         raise ValueError(f"slopes must be a float tensor [H] with H >= 1; got {slopes.dtype} {shape_str(slopes.shape)}")
-    distance = alignment_distance(t_q, t_k, device=slopes.device, dtype=slopes.dtype)
+    distance = alignment_distance(t_q, t_k, source_per_target=source_per_target, query_offset=query_offset,
+                                  device=slopes.device, dtype=slopes.dtype)
     return -slopes[:, None, None] * distance.abs()[None]
 
 
@@ -161,9 +181,11 @@ class BucketedCrossBias(nn.Module):
         self.bidirectional = bidirectional
         self.table = nn.Parameter(torch.zeros(n_buckets, n_heads, device=device, dtype=dtype))  # [buckets, H]
 
-    def forward(self, t_q: int, t_k: int) -> Tensor:
-        """The bias ``[H, T_q, T_k]`` for a target of ``t_q`` steps and a source of ``t_k`` positions."""
-        distance = alignment_distance(t_q, t_k, device=self.table.device, dtype=torch.float32)
+    def forward(self, t_q: int, t_k: int, *, source_per_target: float | None = None, query_offset: int = 0) -> Tensor:
+        """The bias ``[H, T_q, T_k]`` for a target of ``t_q`` steps and a source of ``t_k`` positions
+        (``source_per_target``, ``query_offset``: as in ``alignment_distance``)."""
+        distance = alignment_distance(t_q, t_k, source_per_target=source_per_target, query_offset=query_offset,
+                                      device=self.table.device, dtype=torch.float32)
         buckets = relative_position_buckets(distance, self.n_buckets, self.max_distance,
                                             bidirectional=self.bidirectional)  # [T_q, T_k]
         return self.table[buckets].permute(2, 0, 1)  # [T_q, T_k, H] -> [H, T_q, T_k]

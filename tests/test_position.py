@@ -291,3 +291,37 @@ def test_position_errors(call, words: str) -> None:
     with pytest.raises(ValueError) as info:
         call()
     assert words in str(info.value)
+
+
+# --- the diagonal while generating: a rate instead of T_tgt, rows from an offset -------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(t_q=st.integers(1, 9), t_k=st.integers(1, 11), offset=st.integers(0, 6),
+       rate=st.floats(0.25, 3.0, allow_nan=False))
+def test_alignment_distance_rate_and_offset_brute_force(t_q: int, t_k: int, offset: int, rate: float) -> None:
+    got = alignment_distance(t_q, t_k, source_per_target=rate, query_offset=offset, dtype=torch.float64)
+    expected = torch.tensor([[j - (offset + i) * rate for j in range(t_k)] for i in range(t_q)], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    whole = diagonal_bias(offset + t_q, t_k, alibi_slopes(3), source_per_target=rate)
+    rows = diagonal_bias(t_q, t_k, alibi_slopes(3), source_per_target=rate, query_offset=offset)
+    torch.testing.assert_close(rows, whole[:, offset:], rtol=0, atol=1e-5)
+    table = BucketedCrossBias(3, 8, 16)
+    torch.nn.init.normal_(table.table)
+    torch.testing.assert_close(table(t_q, t_k, source_per_target=rate, query_offset=offset),
+                               table(offset + t_q, t_k, source_per_target=rate)[:, offset:])
+
+
+def test_rate_equal_to_ratio_is_the_default() -> None:
+    torch.testing.assert_close(alignment_distance(4, 10, source_per_target=2.5), alignment_distance(4, 10))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(query_offset=2), "needs source_per_target"),
+    (dict(query_offset=-1), "query_offset must be an int >= 0"),
+    (dict(source_per_target=0.0), "source_per_target must be a finite number > 0"),
+    (dict(source_per_target=float("inf")), "source_per_target must be a finite number > 0"),
+    (dict(source_per_target=True), "source_per_target must be a finite number > 0"),
+])
+def test_rate_and_offset_errors(kwargs: dict, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        alignment_distance(3, 4, **kwargs)
