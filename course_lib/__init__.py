@@ -37,10 +37,10 @@ __version__ = "0.1.0"
 _LAZY_SUBMODULES = {"alignment_plots", "attention_diagrams", "authoring", "bench", "captioning", "charts", "checks",
                     "conditioning", "conditioning_charts", "data", "decoding_costs", "diagrams", "fusion",
                     "fusion_charts", "fusion_runs", "head_analysis", "long_attention", "long_charts", "long_docs",
-                    "long_runs", "measure", "metrics", "order_models", "order_runs", "plotting", "position",
-                    "questions", "reference", "respelling", "retrieval", "reverser", "scenes", "tour", "toy_language",
-                    "training", "translation_charts", "translator", "vision", "vision_charts", "vision_widgets",
-                    "widgets"}
+                    "long_runs", "measure", "metrics", "order_charts", "order_models", "order_runs", "plotting",
+                    "position", "questions", "reference", "respelling", "retrieval", "reverser", "scenes", "tour",
+                    "toy_language", "training", "translation_charts", "translator", "vision", "vision_charts",
+                    "vision_widgets", "widgets"}
 
 
 def __getattr__(name: str):  # PEP 562

@@ -766,6 +766,73 @@ def format_approximation_tables(tables: dict[int, list[dict]]) -> str:
               "one thread, top-k and windows computed as masks over the full scores.")
 
 
+def order_main(device: torch.device, *, quick: bool) -> None:
+    """``--order``: lesson 13's experiments over seeds 0, 1, 2 (``order_runs.order_benchmark``)."""
+    from .order_runs import order_benchmark
+
+    print(f"Order and time benchmark: {header_line(device)}; one thread for training.")
+    print(format_order_tables(order_benchmark(quick=quick, device=device)))
+
+
+def _pct(values: Sequence[float | None]) -> str:
+    """Mean and range in percent with one decimal: "99.4 (99.2–99.6)"; "—" if none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "—"
+    mean = 100 * sum(present) / len(present)
+    spread = f" ({100 * min(present):.1f}–{100 * max(present):.1f})" if len(present) > 1 else ""
+    return f"{mean:.1f}{spread}"
+
+
+def _grouped(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["label"], []).append(row)
+    return groups
+
+
+def format_order_tables(result: dict[str, list[dict]]) -> str:
+    """The benchmark's four tables: respelling, the toy language from scratch, tuned translators, wait-k."""
+    seeds = sorted({r["seed"] for r in result["respelling"]})
+    seed_text = f"seeds {', '.join(map(str, seeds))}; mean, range"
+    spelling = [[label, mean_range_cell([r["steps_to_90"] for r in rows], False)
+                 + f" ({sum(r['steps_to_90'] is None for r in rows)} never)" * any(r["steps_to_90"] is None
+                                                                                   for r in rows),
+                 _pct([r["test_exact_match"] for r in rows]), _pct([r["long_exact_match"] for r in rows]),
+                 mean_range_cell([r["median_first_error"] for r in rows], False)]
+                for label, rows in _grouped(result["respelling"]).items()]
+    trained = result["respelling"][0]["trained_up_to"]
+    scratch = [[label, mean_range_cell([r["steps"] for r in rows], False),
+                ", ".join(sorted({r["stop_reason"] for r in rows})), _pct([r["test_exact_match"] for r in rows])]
+               for label, rows in _grouped(result["scratch"]).items()]
+    tuned = [[label, _pct([r["exact_match"] for r in rows]), _pct([r["order_matters"] for r in rows]),
+              _pct([r["order_free"] for r in rows]), _pct([r["guided_head_aer"] for r in rows]),
+              _pct([r["best_head_aer"] for r in rows])] for label, rows in _grouped(result["tuned"]).items()]
+    waits = sorted({k for r in result["tuned"] for k in r["by_wait"]})
+    policies = ["wait-1", "wait-2", "wait-4", "causal encoder", "full source"]
+    groups = _grouped(result["tuned"])
+    by_wait = [[label] + [_pct([r["by_wait"].get(k, (0, None))[1] for r in groups[label]]) for k in waits]
+               for label in policies if label in groups]
+    counts = groups[policies[-1]][0]["by_wait"] if policies[-1] in groups else {}
+    return (f"\n### Respelling (monotonic): 1.5-2x longer strings ({seed_text})\n\n"
+            + markdown_table(["model", "steps to 90 % (teacher-forced, valid)", "test exact match (%)",
+                              "longer strings: exact match (%)", "longer: first wrong position (median)"],
+                             spelling, align="lrrrr")
+            + f"\n\nTrained on 6-16 letters (targets up to {trained} tokens with <eos>), tested on 24-32 letters; "
+              "greedy decoding.\n"
+            + f"\n### The toy language from scratch, lesson 07's recipe ({seed_text})\n\n"
+            + markdown_table(["model", "steps", "stopped by", "test exact match (%)"], scratch, align="lrlr")
+            + f"\n\n### Lesson 07's translator tuned for 250 steps ({seed_text})\n\n"
+            + markdown_table(["variant", "test exact match (%)", "two or more nouns (%)", "one noun (%)",
+                              "AER of head (1, 0) (%)", "best head's AER (%)"], tuned, align="lrrrrr")
+            + f"\n\n### Wait-k: exact match by the lookahead a sentence needs ({seed_text})\n\n"
+            + markdown_table(["policy"] + [f"needs {k} ({counts.get(k, (0, 0))[0]})" for k in waits], by_wait,
+                             align="l" + "r" * len(waits))
+            + "\n\nA sentence needs lookahead k when wait-k is the smallest policy that lets every target word "
+              "see the source words it is aligned to (order_models.required_wait); in brackets, sentences per "
+              "column (test split).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 repeat (for tests)")
@@ -787,6 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only lesson 12's tables: cross-attention over long sources, chunked vs SDPA vs hand")
     parser.add_argument("--fusion", action="store_true",
                         help="only lesson 11's table: fusion models, Flamingo's gate and latents (repeats = seeds)")
+    parser.add_argument("--order", action="store_true",
+                        help="only lesson 13's tables: position biases, wait-k, alignment loss (seeds 0, 1, 2)")
     return parser
 
 
@@ -814,6 +883,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.long:
         long_main(quick=args.quick, repeats=repeats)
+        return
+    if args.order:
+        order_main(device, quick=args.quick)
         return
     if args.threads:
         threads_main(quick=args.quick)

@@ -28,7 +28,7 @@ from .model import DecoderOutput, Seq2SeqTransformer, TransformerConfig
 from .position import BucketedCrossBias, alibi_slopes, diagonal_bias, streaming_mask
 
 __all__ = ["OrderSettings", "OrderedTransformer", "RunRecord", "gold_alignment_matrix", "guided_alignment_loss",
-           "required_wait", "teacher_forced_exact_match", "train_ordered"]
+           "required_wait", "teacher_forced_exact_match", "train_ordered", "wait_bottleneck"]
 
 CROSS_BIASES = (None, "diagonal", "buckets")
 
@@ -178,14 +178,19 @@ def guided_alignment_loss(cross_weights: Tensor, gold: Tensor) -> Tensor:
     return -torch.log(mass[rows].clamp_min(1e-9)).mean()
 
 
-def required_wait(example, extra: int = 0) -> int:
+def required_wait(example) -> int:
     """The smallest ``k`` for which wait-k lets every target word see all the source words it is aligned to:
     ``max over target words t of (last aligned source index + 1 - t)``, at least 1. (A word that is aligned to
     nothing needs nothing.)"""
-    need = 1
-    for s, t in example.alignment:
-        need = max(need, s + 1 - t)
-    return need + extra
+    return max([1] + [s + 1 - t for s, t in example.alignment])
+
+
+def wait_bottleneck(example) -> tuple[int, int] | None:
+    """The ``(source index, target index)`` link that sets ``required_wait`` (the first such target word), or None
+    when no link needs more than one source word."""
+    need = required_wait(example)
+    links = sorted(((t, s) for s, t in example.alignment if s + 1 - t == need))
+    return (links[0][1], links[0][0]) if need > 1 and links else None
 
 
 # --- training -------------------------------------------------------------------------------------------------------

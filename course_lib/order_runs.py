@@ -9,6 +9,7 @@ so a second run loads them. The measurements: ``exact_match_by_wait``, ``order_m
 """
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,16 +19,26 @@ import torch
 
 from .data import ParallelData, Vocabulary, build_vocabularies
 from .env import course_cache_dir, save_atomically
-from .metrics import first_error, translate_data
+from .metrics import alignment_scores, evaluate, first_error, translate_data
 from .model import Seq2SeqTransformer, TransformerConfig
 from .order_models import OrderedTransformer, OrderSettings, RunRecord, required_wait, train_ordered
 from .respelling import respelling_splits
 from .toy_language import NOUNS, PLACES
-from .training import load_or_train_translator, toy_data
+from .training import (
+    TrainConfig,
+    load_or_train_translator,
+    load_translator,
+    save_translator,
+    toy_data,
+    toy_model_config,
+    train,
+    train_toy_translator,
+)
 
 __all__ = ["RESPELLING_STEPS", "RESPELLING_VARIANTS", "TRANSLATOR_VARIANTS", "TUNE_STEPS", "GUIDED_HEAD",
            "RespellingData", "exact_match_by_wait", "first_error_positions", "load_or_train_respeller",
-           "load_or_tune_translator", "order_matters", "respelling_config", "respelling_data"]
+           "load_or_tune_translator", "order_benchmark", "order_matters", "respelling_config", "respelling_data",
+           "translator_scores"]
 
 RESPELLING_STEPS = 1000
 TUNE_STEPS = 250
@@ -170,3 +181,103 @@ def first_error_positions(model: Seq2SeqTransformer, data: ParallelData) -> list
     """Greedy outputs' first wrong target position per example (``metrics.first_error``; None: all right)."""
     predictions = translate_data(model, data)
     return [first_error(p, list(e.target)) for p, e in zip(predictions, data.examples)]
+
+
+# --- the benchmark: every experiment over several seeds ---------------------------------------------------------------
+
+def _base_translator(seed: int, device: torch.device | str) -> Seq2SeqTransformer:
+    """Lesson 07's translator for seed 0 (``load_or_train_translator``); for another seed, the same recipe from that
+    seed, cached in ``lesson13/``."""
+    if seed == 0:
+        return load_or_train_translator(device=device, progress=False).model
+    path = course_cache_dir() / "lesson13" / f"base-translator-seed{seed}.pt"
+    try:
+        return load_translator(path, device=device).model
+    except FileNotFoundError:
+        translator = train_toy_translator(seed=seed, device=device, progress=False).translator
+        save_translator(translator, path)
+        return translator.model
+
+
+def _from_scratch(label: str, settings: OrderSettings, seed: int, device: torch.device | str,
+                  config: TrainConfig | None) -> dict:
+    """Lesson 07's recipe (``training.train``) from ``seed`` for an ``OrderedTransformer`` with ``settings``."""
+    data, src_vocab, tgt_vocab = toy_data(0)
+    torch.manual_seed(seed)
+    model = OrderedTransformer(toy_model_config(src_vocab, tgt_vocab), settings).to(device)
+    history = train(model, data["train"], data["valid"], config or TrainConfig(seed=seed), progress=False)
+    return dict(label=label, seed=seed, steps=history.steps, stop_reason=history.stop_reason,
+                test_exact_match=evaluate(model, data["test"], with_bleu=False).exact_match)
+
+
+def order_benchmark(seeds: Sequence[int] = (0, 1, 2), *, quick: bool = False,
+                    device: torch.device | str = "cpu") -> dict[str, list[dict]]:
+    """Lesson 13's experiments for each seed (models cached in ``lesson13/``):
+
+    - ``respelling``: each of ``RESPELLING_VARIANTS`` trained ``RESPELLING_STEPS`` steps: steps to 90 % teacher-
+      forced validation exact match, greedy exact match on the test and the 1.5-2x longer strings, median first
+      wrong position on the longer ones;
+    - ``scratch``: the toy language from scratch with lesson 07's recipe, with and without the diagonal bias;
+    - ``tuned``: lesson 07's translator (retrained from the seed for seeds other than 0) tuned under each of
+      ``TRANSLATOR_VARIANTS``: test exact match, by order-matters, by needed wait, and AER of ``GUIDED_HEAD``.
+
+    ``quick``: one seed, a few steps, tiny data (for tests).
+    """
+    seeds = seeds[:1] if quick else seeds
+    result: dict[str, list[dict]] = {"respelling": [], "scratch": [], "tuned": []}
+    spelling = respelling_data()
+    if quick:
+        spelling = spelling._replace(data={k: ParallelData(v.examples[:40], spelling.src_vocab, spelling.tgt_vocab)
+                                           for k, v in spelling.data.items()})
+    toy, _, _ = toy_data(0)
+    test = ParallelData(toy["test"].examples[:40], toy["test"].src_vocab, toy["test"].tgt_vocab) if quick \
+        else toy["test"]
+    for seed in seeds:
+        for label in RESPELLING_VARIANTS:
+            model, record = load_or_train_respeller(label, seed=seed, steps=3 if quick else RESPELLING_STEPS,
+                                                    data=spelling, device=device)
+            errors = [e for e in first_error_positions(model, spelling.data["long"]) if e is not None]
+            result["respelling"].append(dict(
+                label=label, seed=seed, steps_to_90=record.steps_to(0.9),
+                test_exact_match=evaluate(model, spelling.data["test"], with_bleu=False).exact_match,
+                long_exact_match=evaluate(model, spelling.data["long"], with_bleu=False).exact_match,
+                median_first_error=statistics.median(errors) if errors else None,
+                trained_up_to=spelling.trained_up_to))
+        for label, settings in (("no bias", OrderSettings()),
+                                ("diagonal bias", TRANSLATOR_VARIANTS["diagonal bias"][0])):
+            config = TrainConfig(max_steps=3, eval_every=3, seed=seed) if quick else None
+            result["scratch"].append(_from_scratch(label, settings, seed, device, config))
+        base = _base_translator(seed, device) if not quick else _tiny_base(toy, device)
+        for label in TRANSLATOR_VARIANTS:
+            model, _ = load_or_tune_translator(label, seed=seed, steps=2 if quick else TUNE_STEPS, base=base,
+                                               device=device)
+            scores = translator_scores(model, test)
+            del scores["predictions"], scores["aer"]
+            result["tuned"].append(dict(label=label, seed=seed, **scores))
+    return result
+
+
+def translator_scores(model: Seq2SeqTransformer, data: ParallelData) -> dict:
+    """A toy-language translator on ``data`` (greedy): ``exact_match``, and on the sentences where word order
+    matters (``order_matters``) and where it does not (``order_free``), ``by_wait`` (``exact_match_by_wait``),
+    AER of ``GUIDED_HEAD`` and of the best head (teacher-forced, ``metrics.alignment_scores``), ``predictions``."""
+    predictions = translate_data(model, data)
+    right = [list(p) == list(e.target) for p, e in zip(predictions, data.examples)]
+    matters = [order_matters(e) for e in data.examples]
+    aer = alignment_scores(model, data).per_head  # [L, H]
+    return dict(exact_match=sum(right) / len(right), order_matters=_share([r for r, m in zip(right, matters) if m]),
+                order_free=_share([r for r, m in zip(right, matters) if not m]),
+                by_wait=exact_match_by_wait(predictions, data.examples), guided_head_aer=float(aer[GUIDED_HEAD]),
+                best_head_aer=float(aer.min()), aer=aer, predictions=predictions)
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def _tiny_base(toy: dict[str, ParallelData], device: torch.device | str) -> Seq2SeqTransformer:
+    """An untrained small translator for the quick benchmark."""
+    torch.manual_seed(0)
+    config = TransformerConfig(len(toy["train"].src_vocab), len(toy["train"].tgt_vocab), d_model=16, n_heads=4,
+                               n_encoder_layers=1, n_decoder_layers=2, d_ff=32)
+    return Seq2SeqTransformer(config).to(device)

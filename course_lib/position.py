@@ -16,6 +16,7 @@ received yet.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -23,8 +24,8 @@ from torch import Tensor, nn
 
 from ._checks import require_tensor, shape_str
 
-__all__ = ["BucketedCrossBias", "alibi_slopes", "alignment_distance", "diagonal_bias", "relative_position_buckets",
-           "streaming_mask", "wait_k_mask"]
+__all__ = ["BucketedCrossBias", "alibi_slopes", "alignment_distance", "diagonal_bias", "flex_biased_attention",
+           "relative_position_buckets", "streaming_mask", "wait_k_mask"]
 
 
 def _require_int(name: str, value: object, minimum: int) -> int:
@@ -246,3 +247,24 @@ def wait_k_mask(t_q: int, source_lengths: Tensor | Sequence[int], k: int | None,
     steps = torch.arange(t_q, device=lengths.device)  # [T_q]
     visible = lengths[:, None].expand(-1, t_q) if k is None else torch.minimum(k + steps[None, :], lengths[:, None])
     return streaming_mask(visible[:, None, :], t_k)  # [B, 1, T_q, T_k]
+
+
+def flex_biased_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """Attention with a score bias ``[H, T_q, T_k]`` written as FlexAttention's ``score_mod`` (run eagerly): an
+    independent reference for ``MultiHeadAttention(..., bias=)``. ``q [B, H, T_q, d]``, ``k, v [B, H, T_k, d]``.
+
+    Raises:
+        ValueError: if ``bias`` is not ``[H, T_q, T_k]`` for these inputs.
+    """
+    from torch.nn.attention.flex_attention import flex_attention
+
+    expected = (q.shape[1], q.shape[2], k.shape[2])
+    if bias.ndim != 3 or tuple(bias.shape) != expected:
+        raise ValueError(f"bias must be [H, T_q, T_k] = {list(expected)}; got {shape_str(bias.shape)}")
+
+    def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return score + bias[h, q_idx, kv_idx]
+
+    with warnings.catch_warnings():  # eager flex warns that it is slow: it is only a reference here
+        warnings.simplefilter("ignore")
+        return flex_attention(q, k, v, score_mod=score_mod)

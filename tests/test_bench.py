@@ -126,3 +126,18 @@ def test_long_source_benchmark_quick_checks_every_path(capsys: pytest.CaptureFix
     assert [r[0] for r in lengths] == ["64", "256"] and len(rows) == 4
     assert all(float(r[-1]) < 1e-4 for r in lengths)  # the three paths agree
     assert "T_tgt=8" in out
+
+
+def test_order_benchmark_quick_prints_every_table(capsys: pytest.CaptureFixture[str], tmp_path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    bench.main(["--order", "--quick"])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in out.splitlines() if line.startswith("| ") and not line.startswith("| :")}
+    for label in ("no bias", "learned buckets", "diagonal bias, no encoder positions", "wait-1", "wait-4",
+                  "causal encoder", "full source", "alignment loss", "no encoder positions"):
+        assert label in rows, label
+    assert len(rows["wait-2"]) == 6 and len(rows["no bias"]) in (4, 5)
+    assert "Respelling (monotonic)" in out and "Wait-k: exact match by the lookahead" in out
+    assert len(list((tmp_path / "lesson13").glob("*.pt"))) == 4 + 8  # respellers and tuned translators cached

@@ -24,6 +24,7 @@ from course_lib.order_models import (
     required_wait,
     teacher_forced_exact_match,
     train_ordered,
+    wait_bottleneck,
 )
 from course_lib.order_runs import (
     RESPELLING_VARIANTS,
@@ -203,6 +204,12 @@ def test_required_wait_is_the_smallest_k_whose_mask_covers_the_alignment() -> No
 
         need = required_wait(example)
         assert covers(need) and (need == 1 or not covers(need - 1))
+        link = wait_bottleneck(example)
+        if need > 1:
+            s, t = link
+            assert (s, t) in example.alignment and s + 1 - t == need
+        else:
+            assert link is None
 
 
 def test_exact_match_by_wait_and_order_matters() -> None:

@@ -20,6 +20,7 @@ from course_lib.position import (
     alibi_slopes,
     alignment_distance,
     diagonal_bias,
+    flex_biased_attention,
     relative_position_buckets,
     streaming_mask,
     wait_k_mask,
@@ -325,3 +326,13 @@ def test_rate_equal_to_ratio_is_the_default() -> None:
 def test_rate_and_offset_errors(kwargs: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         alignment_distance(3, 4, **kwargs)
+
+
+def test_flex_biased_attention_is_the_bias_path_and_checks_the_shape() -> None:
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(B, H, t, 8) for t in (T_Q, T_K, T_K))
+    bias = diagonal_bias(T_Q, T_K, alibi_slopes(H), source_per_target=0.7)
+    expected, _ = scaled_dot_product_attention(q, k, v, bias=bias)
+    torch.testing.assert_close(flex_biased_attention(q, k, v, bias), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"bias must be \[H, T_q, T_k\]"):
+        flex_biased_attention(q, k, v, bias[:, :2])
