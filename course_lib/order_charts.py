@@ -456,7 +456,7 @@ def plot_learning_curves(records: Mapping[str, RunRecord], *, target: float | No
            title=title)
     ax.set_xlim(left=0)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="none", loc="lower right")
+    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="none", loc="center right")
     _finish(ax)
     return fig
 
@@ -682,8 +682,8 @@ def plot_wait_k(results: Mapping[str, Mapping[int, tuple[int, float]]]) -> Figur
     ax.set_title("wait-K translates the sentences that need at most K tokens of lookahead (shaded line: x = K)",
                  fontsize=10, pad=14)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="none", loc="best", title="policy",
-              title_fontsize=8)
+    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="none", loc="center left", bbox_to_anchor=(1.01, 0.5),
+              title="policy", title_fontsize=8)
     _finish(ax)
     return fig
 

@@ -72,7 +72,7 @@ def test_no_stored_output_shows_an_absolute_path(path: Path) -> None:
 
 @pytest.mark.parametrize("path", SOLVED, ids=lambda p: p.stem)
 def test_every_check_line_is_labelled_exercise_n(path: Path) -> None:
-    lines = [line for text in output_texts(path) for line in text.splitlines() if line[:1] in "✅❌⏳"]
+    lines = [line for text in output_texts(path) for line in text.splitlines() if line[:1] and line[:1] in "✅❌⏳"]
     assert lines, "the solutions show their check lines"
     odd = [line for line in lines if not re.match(r"^[✅❌⏳] Exercise \d+ · ", line)]
     assert not odd, odd
