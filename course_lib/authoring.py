@@ -36,11 +36,17 @@ import subprocess
 import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("course_lib") is None:
-    subprocess.run(
+    pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet",
          "course_lib @ git+{REPOSITORY}@v{version}"],
-        check=True,
+        capture_output=True, text=True,
     )
+    if pip.returncode != 0:  # no network, or the repository not reachable: say what to do instead
+        reason = " ".join(pip.stderr.split())[-150:]
+        print(f"Could not install course_lib from GitHub ({{reason}}).\\n"
+              "Instead: download the repository as a zip where you can, upload it with Colab's Files panel, run\\n"
+              "!pip install --quiet /content/<the zip's name>.zip in a new cell, then run this cell again.")
+        raise SystemExit("course_lib is not installed: the rest of this notebook needs it (see the lines above).")
 
 # Waiting CPU threads sleep instead of spinning: training stays fast while other programs use the CPU.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch is imported

@@ -111,9 +111,15 @@ def test_untouched_exercises_run_and_say_not_done(path: Path) -> None:
 # --- the Colab bootstrap in the setup cell ---------------------------------------------------------
 
 def run_setup_cell(monkeypatch: pytest.MonkeyPatch, *, on_colab: bool, installed: bool) -> list[list[str]]:
-    """Execute the setup cell with subprocess.run recorded; return the commands it would run."""
+    """Execute the setup cell with subprocess.run recorded (the install succeeds); return the commands it would
+    run."""
     calls: list[list[str]] = []
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(list(cmd)))
+
+    def record(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        calls.append(list(cmd))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", record)
     if on_colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
@@ -174,3 +180,47 @@ def test_wheel_ships_every_subpackage(tmp_path: Path) -> None:
         assert module.relative_to(ROOT).as_posix() in names
     stored = list((ROOT / "course_lib" / "assets").glob("*.json"))  # lesson 00's payoff data
     assert stored and all(path.relative_to(ROOT).as_posix() in names for path in stored)
+
+
+PIP_FAILS = "ERROR: Error [Errno -3] Temporary failure in name resolution while executing command git clone"
+
+
+def test_a_failed_install_says_what_to_do_and_stops(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """No network on Colab: two or three lines of instructions, no pip traceback, and one SystemExit."""
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", PIP_FAILS))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "course_lib" else real_find_spec(name, *a))
+    with pytest.raises(SystemExit, match="course_lib is not installed"):
+        exec(compile(authoring.setup_cell_source(course_lib.__version__), "setup-cell", "exec"), {})
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert 2 <= len(printed) <= 3 and "Traceback" not in "\n".join(printed)
+    assert "name resolution" in printed[0] and ".zip" in printed[2] and "pip install" in printed[2]
+
+
+def test_run_all_stops_at_the_setup_cell_when_the_install_fails() -> None:
+    """In a real kernel (as Run all does): the setup cell ends in SystemExit, and no later cell runs, so there is
+    no cascade of NameErrors."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    simulate_colab = f"""import importlib.util, subprocess, sys, types
+sys.modules["google.colab"] = types.ModuleType("google.colab")
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == "course_lib" else _find_spec(name, *a)
+subprocess.run = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", {PIP_FAILS!r})"""
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(simulate_colab),
+        nbformat.v4.new_code_cell(authoring.setup_cell_source(course_lib.__version__)),
+        nbformat.v4.new_code_cell("print(cl.pick_device())"),
+    ])
+    client = NotebookClient(notebook, timeout=120, kernel_name="python3")
+    with pytest.raises(CellExecutionError) as error:
+        client.execute()
+    assert error.value.ename == "SystemExit"
+    outputs = notebook.cells[1].outputs
+    assert any("Could not install course_lib" in o.get("text", "") for o in outputs)
+    assert notebook.cells[2].execution_count is None and not notebook.cells[2].outputs  # never ran
