@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     runner = sub.add_parser("run", help="execute notebooks in place and store their outputs")
     runner.add_argument("notebooks", nargs="+", type=Path)
     sub.add_parser("setup-cells", help="rewrite every notebook's setup cell")
+    grader = sub.add_parser("nbgrader", help="write an nbgrader course folder (one assignment per lesson)")
+    grader.add_argument("outdir", type=Path, help="the course folder to write (nbgrader_config.py, source/...)")
+    grader.add_argument("--lessons", nargs="*", help="solution notebook stems (default: all)")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the course's root folder")
     args = parser.parse_args(argv)
     if args.command == "exercises":
@@ -222,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "run":
         for path in args.notebooks:
             print(f"{path}: {execute(path):.1f} s", flush=True)
+    elif args.command == "nbgrader":
+        from .grading import write_course
+
+        written = write_course(args.root, args.outdir, lessons=args.lessons)
+        print(f"{len(written)} assignments in {args.outdir / 'source'}; next: cd {args.outdir} && "
+              f"nbgrader generate_assignment <name>")
     else:
         for path in sync_setup_cells(all_notebooks(args.root)):
             print(f"updated {path}")

@@ -7,12 +7,12 @@ import re
 from ._answers import as_float, as_int, as_shape, check_answer, expect_int, expect_shape
 from ._cases import Case, Mistake, call_learner
 from ._compare import compare, same
-from ._harness import run_cases
+from ._harness import hidden_cases, run_cases
 from ._results import GENERIC_MISTAKES, CheckResult, Hint, NotDone, checker, isolated_state
 
 __all__ = ["GENERIC_MISTAKES", "Case", "CheckResult", "Hint", "Mistake", "NotDone", "as_float", "as_int", "as_shape",
-    "call_learner", "check_answer", "checker", "compare", "expect_int", "expect_shape", "isolated_state", "run_cases",
-    "same",
+    "call_learner", "check_answer", "checker", "compare", "expect_int", "expect_shape", "hidden_cases",
+    "isolated_state", "run_cases", "same",
 ]
 
 

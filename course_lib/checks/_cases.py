@@ -11,7 +11,7 @@ import copy
 import inspect
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -180,3 +180,18 @@ def invoke(fn: Callable[..., Any], case: Case, in_place: int | None, names: list
         return Run(result=args[in_place], mutated=mutated, returned=result)
     return Run(result=result, mutated=mutated)
 
+
+
+def batch_reversed(case: Case) -> Case | None:
+    """The same case with the order of its batch reversed (every tensor argument whose first dim is the batch),
+    for the hidden tests of graded assignments: examples the learner's function has not been run on in that order.
+    None when the case has no batch of two or more."""
+    batch = case.batch_size
+    if batch is None or batch < 2:
+        return None
+
+    def flip(value: Any) -> Any:
+        return value.flip(0) if isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == batch else value
+
+    return replace(case, name=f"{case.name} (batch reversed)", args=tuple(flip(a) for a in case.args),
+                   kwargs={k: flip(v) for k, v in case.kwargs.items()})

@@ -95,15 +95,31 @@ titles. Wrong versions of the generic classes come from tests/checker_helpers.py
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from torch import Tensor
 
-from ._cases import Case, Mistake, arg_names, clone, invoke, require_function
+from ._cases import Case, Mistake, arg_names, batch_reversed, clone, invoke, require_function
 from ._compare import tolerance
 from ._diagnosis import Diagnoser, Verdict, judge
 from ._results import Hint, short_str
+
+_HIDDEN: ContextVar[bool] = ContextVar("hidden_cases", default=False)
+
+
+@contextmanager
+def hidden_cases() -> Iterator[None]:
+    """Inside, every checker built on ``run_cases`` runs more cases than a learner's check cell does: each case,
+    and each case with a batch of two or more once more with its batch reversed. For the hidden tests of nbgrader
+    assignments (``course_lib.grading``): a function right only on the examples in the order it was shown fails."""
+    token = _HIDDEN.set(True)
+    try:
+        yield
+    finally:
+        _HIDDEN.reset(token)
 
 
 def run_cases(
@@ -126,6 +142,8 @@ def run_cases(
     ``error_tips`` pairs a substring of ``"ErrorType: message"`` with a tip added when the learner's code
     raises it."""
     require_function(learner_fn, what)
+    if _HIDDEN.get():
+        cases = [*cases, *(v for v in map(batch_reversed, cases) if v is not None)]
     names = arg_names(reference, max((len(c.args) for c in cases), default=0))
     diagnoser = Diagnoser(mistakes, in_place, names)
     verdicts: list[Verdict] = []
