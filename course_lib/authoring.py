@@ -20,6 +20,7 @@ import copy
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,21 @@ class AuthoringError(ValueError):
     """A solution notebook breaks the marker rules."""
 
 
-def strip_code_solutions(source: str, where: str = "cell") -> str:
-    """Replace every ``### BEGIN/END SOLUTION`` region of a code cell with its stub."""
+def _stub_lines(region: list[str], indent: str, where: str) -> list[str]:
+    """What the exercise version shows instead of a solution region: its ``### STUB:`` lines, or (inside a
+    function) a ``raise NotImplementedError``."""
+    stubs = [indent + s.strip()[len(CODE_STUB):].strip() for s in region if s.strip().startswith(CODE_STUB)]
+    if not stubs:
+        if not indent:
+            raise AuthoringError(f"{where}: a top-level solution region needs '{CODE_STUB} ...' lines")
+        stubs = [f"{indent}# YOUR CODE HERE", f'{indent}raise NotImplementedError("exercise not done yet")']
+    return stubs
+
+
+def strip_code_solutions(source: str, where: str = "cell", *,
+                         replace: Callable[[list[str], str, str], list[str]] = _stub_lines) -> str:
+    """Replace every ``### BEGIN/END SOLUTION`` region of a code cell with its stub (or with what
+    ``replace(region lines, indent, where)`` returns)."""
     out: list[str] = []
     region: list[str] | None = None
     indent = ""
@@ -88,12 +102,7 @@ def strip_code_solutions(source: str, where: str = "cell") -> str:
         elif stripped == CODE_END:
             if region is None:
                 raise AuthoringError(f"{where}: {CODE_END} without {CODE_BEGIN}")
-            stubs = [indent + s.strip()[len(CODE_STUB):].strip() for s in region if s.strip().startswith(CODE_STUB)]
-            if not stubs:
-                if not indent:
-                    raise AuthoringError(f"{where}: a top-level solution region needs '{CODE_STUB} ...' lines")
-                stubs = [f"{indent}# YOUR CODE HERE", f'{indent}raise NotImplementedError("exercise not done yet")']
-            out.extend(stubs)
+            out.extend(replace(region, indent, where))
             region = None
         elif region is not None:
             region.append(line)

@@ -76,27 +76,16 @@ def _graded_source(source: str) -> str:
 
 def _answer_source(source: str) -> str:
     """A solution cell for nbgrader: each region's ``### STUB:`` lines (what the exercise version shows instead of
-    the answer) become ``# Your answer: ...`` comments above the region, since nbgrader writes its own stub."""
-    from .authoring import CODE_BEGIN, CODE_END, CODE_STUB
+    the answer) become ``# Your answer, in place of: ...`` comments above the region, since nbgrader writes its own
+    stub."""
+    from .authoring import CODE_BEGIN, CODE_END, CODE_STUB, strip_code_solutions
 
-    out: list[str] = []
-    region: list[str] | None = None
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped == CODE_BEGIN:
-            region = [line]
-        elif stripped == CODE_END and region is not None:
-            indent = region[0][: len(region[0]) - len(region[0].lstrip())]
-            stubs = [s.strip()[len(CODE_STUB):].strip() for s in region if s.strip().startswith(CODE_STUB)]
-            out.extend(f"{indent}# Your answer, in place of: {stub}" for stub in stubs)
-            out.extend(s for s in region if not s.strip().startswith(CODE_STUB))
-            out.append(line)
-            region = None
-        elif region is not None:
-            region.append(line)
-        else:
-            out.append(line)
-    return "\n".join(out)
+    def keep(region: list[str], indent: str, where: str) -> list[str]:
+        stubs = [s.strip()[len(CODE_STUB):].strip() for s in region if s.strip().startswith(CODE_STUB)]
+        return [*(f"{indent}# Your answer, in place of: {stub}" for stub in stubs), indent + CODE_BEGIN,
+                *(s for s in region if not s.strip().startswith(CODE_STUB)), indent + CODE_END]
+
+    return strip_code_solutions(source, replace=keep)
 
 
 def _nbgrader(grade_id: str, *, solution: bool = False, grade: bool = False, locked: bool = False,

@@ -88,7 +88,11 @@ def test_every_function_checker_exports_its_mistakes_cases_and_reference(lesson:
 def test_every_named_mistake_gets_its_own_hint(lesson: str, name: str, mistake: Any) -> None:
     tests, checks = LESSONS[lesson]
     learner_version = getattr(tests, "learner_version", lambda name, mistake: mistake.wrong)
-    assert_named(_check(lesson, name)(learner_version(name, mistake)), mistake, checks.CASES[name])
+    result = _check(lesson, name)(learner_version(name, mistake))
+    assert_named(result, mistake, checks.CASES[name])
+    assert result.to_dict() == {"title": result.title, "status": "fail", "message": result.message,
+                                "mistake": mistake.name, "case": result.case, "passed": False}  # for graders
+    assert str(result).startswith(f"❌ {result.title}: ")
 
 
 @pytest.mark.parametrize(("lesson", "name"), FUNCTION_CHECKERS)
